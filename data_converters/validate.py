@@ -1,0 +1,257 @@
+"""`vlmr validate DATASET_NAME_OR_FILE` and `vlmr stats RECIPE`: a ShareGPT dataset as LLaMA-Factory sees it.
+
+validate checks every record (JSON Lines, or Parquet with embedded images) and prints one line per problem,
+`FILE:LINE: problem: fix`; exit status 1 when there is any error:
+- UTF-8 bytes, JSON syntax; roles alternate user/assistant, no empty turn, one `<image>` per image
+  (`schema.check_messages`, LLaMA-Factory's own rules); `<image>` written inside an assistant/system turn;
+- every image: no absolute path, no `../` escape and no symlink leaving the media dir (unless
+  `--allow-absolute`), exists and decodes (`images.load_rgb`).
+With `--recipe`, the record's token length is computed with the recipe's real tokenizer, processor, template
+and mm_plugin (LLaMA-Factory's `SupervisedDatasetProcessor` path: `process_messages` expands each `<image>` to
+its image tokens, then `encode_multiturn`), and records longer than `cutoff_len` are counted: LLaMA-Factory
+would silently cut them (image tokens included, which breaks the image/feature count).
+
+stats prints the token-length distribution of a recipe's datasets and recommends a cutoff_len.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from vlmrecipes.data_converters.images import ImageError, load_rgb
+from vlmrecipes.data_converters.schema import IMAGE_TOKEN, check_messages
+from vlmrecipes.paths import DATASET_DIR
+
+CUTOFF_STEP = 256  # recommended cutoff_len is rounded up to a multiple of this
+
+
+@dataclass
+class DatasetFile:
+    path: Path
+    messages: str = "messages"
+    images: str = "images"
+    tags: dict[str, str] | None = None
+
+
+def resolve(dataset: str, dataset_dir: Path) -> DatasetFile:
+    """A dataset file from a path, or from a `dataset_info.json` name (its columns and tags)."""
+    if Path(dataset).is_file():
+        return DatasetFile(Path(dataset))
+    info_path = dataset_dir / "dataset_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    if dataset not in info:
+        raise SystemExit(f"error: {dataset} is neither a file nor a dataset in {info_path}: run `vlmr convert` first")
+    entry = info[dataset]
+    columns = entry.get("columns", {})
+    return DatasetFile(dataset_dir / entry["file_name"], columns.get("messages", "messages"),
+                       columns.get("images", "images"), entry.get("tags"))
+
+
+def iter_file(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line or row number, record dict or an error string)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for index, row in enumerate(r for b in pq.ParquetFile(path).iter_batches(256) for r in b.to_pylist()):
+            yield index + 1, row
+        return
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, f"non-UTF-8 byte at column {exc.start}: re-encode the file as UTF-8"
+                continue
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield lineno, f"invalid JSON ({exc.msg} at column {exc.colno}): one JSON object per line"
+
+
+def _normalized(record: dict, ds: DatasetFile) -> tuple[Any, list]:
+    """messages as role/content with user/assistant/system roles (dataset_info tags mapped), and images."""
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+            "system_tag": "system", **(ds.tags or {})}
+    roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system"}
+    raw = record.get(ds.messages)
+    def role(turn: dict) -> Any:
+        value = turn.get(tags["role_tag"])
+        return roles.get(value, value) if isinstance(value, str) else value  # non-str roles are reported later
+
+    messages = [{"role": role(t), "content": t.get(tags["content_tag"])} if isinstance(t, dict) else t
+                for t in raw] if isinstance(raw, list) else raw
+    images = record.get(ds.images) or []
+    return messages, images if isinstance(images, list) else [images]
+
+
+def check_image(image: Any, media_dir: Path, allow_absolute: bool) -> str | None:
+    """Why this image entry is unusable (with the fix), or None."""
+    if isinstance(image, dict):  # Parquet: embedded bytes
+        source = image.get("bytes")
+        if source is None:
+            return "image entry has no bytes: re-convert with --format parquet"
+    else:
+        if not isinstance(image, str):
+            return f"image entry {image!r:.60} is not a path"
+        rel = Path(image)
+        if not allow_absolute and (rel.is_absolute() or ".." in rel.parts):
+            return f"image path {image} is absolute or escapes the media dir: make it relative to {media_dir} " \
+                   "(or pass --allow-absolute)"
+        source = rel if rel.is_absolute() else media_dir / rel
+        if not allow_absolute and source.exists() and not source.resolve().is_relative_to(media_dir.resolve()):
+            return f"image {image} is a symlink leaving {media_dir}: copy the file in (or pass --allow-absolute)"
+    try:
+        load_rgb(source)
+    except ImageError as exc:
+        return f"{exc.reason}: {exc.detail}"
+    return None
+
+
+def validate(ds: DatasetFile, media_dir: Path, allow_absolute: bool = False) -> tuple[int, list[str]]:
+    """(records checked, error lines)."""
+    errors, count = [], 0
+    for lineno, record in iter_file(ds.path):
+        count += 1
+        where = f"{ds.path}:{lineno}"
+        if isinstance(record, str) or not isinstance(record, dict):
+            errors.append(f"{where}: {record if isinstance(record, str) else 'not a JSON object'}")
+            continue
+        messages, images = _normalized(record, ds)
+        # Checked before the placeholder count, which it would otherwise surface as a confusing mismatch.
+        misplaced = [t.get("role") for t in messages if isinstance(t, dict) and t.get("role") != "user"
+                     and IMAGE_TOKEN in str(t.get("content"))] if isinstance(messages, list) else []
+        if misplaced:
+            errors.append(f"{where}: {IMAGE_TOKEN} written inside a {misplaced[0]} turn: LLaMA-Factory would treat "
+                          "it as an image; remove or rephrase it")
+            continue
+        problem = check_messages(messages, len(images))
+        if problem:
+            errors.append(f"{where}: {problem[0]}: {problem[1]}")
+            continue
+        for image in images:
+            problem = check_image(image, media_dir, allow_absolute)
+            if problem:
+                errors.append(f"{where}: {problem}")
+    return count, errors
+
+
+# ------------------------------------------------------------------------------------------------------
+# token lengths with the recipe's real processor and template
+# ------------------------------------------------------------------------------------------------------
+
+
+class TokenCounter:
+    """Token length of a record exactly as LLaMA-Factory's supervised preprocessing computes it (before cutoff)."""
+
+    def __init__(self, recipe: dict[str, Any]):
+        from llamafactory.data import get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments, ModelArguments
+        from llamafactory.model import load_tokenizer
+
+        def pick(cls):
+            return cls(**{f.name: recipe[f.name] for f in fields(cls) if f.name in recipe and f.init})
+
+        self.model_args, self.data_args = pick(ModelArguments), pick(DataArguments)
+        module = load_tokenizer(self.model_args)
+        self.tokenizer, self.processor = module["tokenizer"], module["processor"]
+        self.template = get_template_and_fix_tokenizer(self.tokenizer, self.data_args)
+
+    def length(self, messages: list[dict[str, str]], images: list[Any], media_dir: Path) -> int:
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+        turns = messages[1:] if system is not None else messages
+        paths = [str(media_dir / i) if isinstance(i, str) and not os.path.isabs(i) else i for i in images]
+        # LLaMA-Factory's mm_plugin reads these from the processor (set by `load_tokenizer` from model_args).
+        expanded = self.template.mm_plugin.process_messages(turns, paths, [], [], self.processor)
+        input_ids, _ = self.template.mm_plugin.process_token_ids([], [], paths, [], [], self.tokenizer, self.processor)
+        pairs = self.template.encode_multiturn(self.tokenizer, expanded, system, None)
+        return len(input_ids) + sum(len(s) + len(t) for s, t in pairs) + (1 if self.template.efficient_eos else 0)
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def token_lengths(recipe: dict[str, Any], ds: DatasetFile, media_dir: Path) -> list[int]:
+    counter = TokenCounter(recipe)
+    lengths = []
+    for _, record in iter_file(ds.path):
+        if isinstance(record, dict):
+            messages, images = _normalized(record, ds)
+            if check_messages(messages, len(images)) is None:
+                lengths.append(counter.length(messages, images, media_dir))
+    return lengths
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile (the smallest value with at least q% of the data at or below it)."""
+    return sorted_values[max(0, math.ceil(q / 100 * len(sorted_values)) - 1)]
+
+
+def recommend_cutoff(lengths: list[int]) -> int:
+    """The 99th percentile rounded up to a multiple of CUTOFF_STEP: cuts at most 1% of samples."""
+    return max(CUTOFF_STEP, math.ceil(percentile(sorted(lengths), 99) / CUTOFF_STEP) * CUTOFF_STEP)
+
+
+# ------------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------------
+
+
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a dataset name from dataset_info.json, or a .jsonl/.parquet file")
+    parser.add_argument("--dataset-dir", type=Path, default=DATASET_DIR)
+    parser.add_argument("--media-dir", type=Path, help="where relative image paths resolve (default: dataset dir)")
+    parser.add_argument("--recipe", type=Path, help="count samples over the recipe's cutoff_len (image tokens included)")
+    parser.add_argument("--allow-absolute", action="store_true", help="accept absolute, ../ and symlinked image paths")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    ds = resolve(args.dataset, args.dataset_dir)
+    media_dir = args.media_dir or args.dataset_dir
+    count, errors = validate(ds, media_dir, args.allow_absolute)
+    for line in errors:
+        print(line)
+    print(f"{ds.path}: {count} records, {len(errors)} errors")
+    if args.recipe and not errors:
+        recipe = load_recipe(args.recipe)
+        cutoff = int(recipe.get("cutoff_len", 2048))
+        lengths = token_lengths(recipe, ds, media_dir)
+        over = sum(length > cutoff for length in lengths)
+        print(f"{over} of {len(lengths)} records exceed cutoff_len {cutoff} (longest {max(lengths, default=0)} "
+              f"tokens, image tokens included)" + (f": raise cutoff_len to {recommend_cutoff(lengths)} or "
+                                                   "lower image_max_pixels" if over else ""))
+    return 1 if errors else 0
+
+
+def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", type=Path, help="a training recipe YAML (its dataset, model and template)")
+    parser.add_argument("--dataset-dir", type=Path, help="overrides the recipe's dataset_dir")
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    dataset_dir = args.dataset_dir or Path(recipe.get("dataset_dir") or DATASET_DIR)
+    media_dir = Path(recipe.get("media_dir") or dataset_dir)
+    lengths = []
+    for name in str(recipe["dataset"]).split(","):
+        lengths += token_lengths(recipe, resolve(name.strip(), dataset_dir), media_dir)
+    if not lengths:
+        print("no valid record: run `vlmr validate` on the dataset")
+        return 1
+    ordered = sorted(lengths)
+    cutoff = int(recipe.get("cutoff_len", 2048))
+    print(f"{len(ordered)} records, tokens (image tokens included): min {ordered[0]} "
+          + " ".join(f"p{q} {percentile(ordered, q)}" for q in (50, 90, 95, 99)) + f" max {ordered[-1]}")
+    print(f"cutoff_len {cutoff}: {sum(n > cutoff for n in ordered)} records over; "
+          f"recommended cutoff_len: {recommend_cutoff(ordered)}")
+    return 0

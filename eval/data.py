@@ -1,0 +1,132 @@
+"""Reading predictions and ShareGPT datasets for the evaluators, the BLIP baseline and the benchmark.
+
+Predictions are LLaMA-Factory's `generated_predictions.jsonl` (`{"prompt", "predict", "label"}` per line, in
+the order of the predicted dataset) or any JSONL with those fields plus a dataset's extra fields. LLaMA-Factory
+does not copy extra fields (VQAv2's `answers`, `answer_type`, an emotion `label`...) into its prediction file,
+so `join_dataset` adds them back from the dataset JSONL by line order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from vlmrecipes.paths import DATASET_DIR
+
+# ShareGPT keys that describe the conversation, not the sample; every other key is an extra field.
+CONVERSATION_KEYS = frozenset({"messages", "conversations", "images", "videos", "audios", "system", "tools"})
+IMAGE_TOKEN = "<image>"
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a bad line raises naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}); each line must be one JSON object") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: a JSON {type(row).__name__}, expected an object")
+            yield lineno, row
+
+
+def load_predictions(path: Path) -> list[dict[str, Any]]:
+    """Prediction rows with `_line` (their line number) added; each must carry string `predict` and `label`."""
+    rows = []
+    for lineno, row in read_jsonl(path):
+        for key in ("predict", "label"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{path}:{lineno}: missing string field {key!r}; is this a "
+                                 "generated_predictions.jsonl (prompt/predict/label per line)?")
+        rows.append({**row, "_line": lineno})
+    if not rows:
+        raise ValueError(f"{path}: no predictions")
+    return rows
+
+
+def resolve_dataset(name_or_file: str | Path, dataset_dir: Path = DATASET_DIR) -> tuple[Path, Path]:
+    """(JSONL file, folder its image paths are relative to) for a file path or a dataset_info.json name.
+
+    LLaMA-Factory resolves a record's image paths against `dataset_dir`, so for a registered name that is
+    the folder of dataset_info.json; for a file given directly, its own folder and then `dataset_dir` are
+    tried when reading each image (see `image_path`).
+    """
+    path = Path(name_or_file)
+    if path.is_file():
+        return path, path.parent
+    info_file = dataset_dir / "dataset_info.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    if str(name_or_file) not in info:
+        raise FileNotFoundError(f"{name_or_file}: neither a file nor a dataset name in {info_file}; pass a "
+                                "JSONL path or one of: " + ", ".join(sorted(info)[:20]))
+    entry = info[str(name_or_file)]
+    if "file_name" not in entry:
+        raise ValueError(f"{info_file}: dataset {name_or_file!r} has no local file_name (hub datasets are not "
+                         "read here): convert it to a local JSONL first")
+    return dataset_dir / entry["file_name"], dataset_dir
+
+
+@dataclass
+class Example:
+    """One evaluation sample of a ShareGPT record: the first user turn, the first answer, images, extras."""
+
+    line: int
+    prompt: str
+    answer: str
+    images: list[Path]
+    extra: dict[str, Any]
+
+
+def image_path(name: str, roots: list[Path]) -> Path:
+    for root in roots:
+        if (root / name).exists():
+            return root / name
+    return roots[0] / name if not Path(name).is_absolute() else Path(name)
+
+
+def load_examples(name_or_file: str | Path, dataset_dir: Path = DATASET_DIR) -> list[Example]:
+    """Every record of a ShareGPT dataset (LLaMA-Factory's `messages` or LLaVA's `conversations` layout)."""
+    path, root = resolve_dataset(name_or_file, dataset_dir)
+    roots = list(dict.fromkeys([root, path.parent, dataset_dir]))
+    examples = []
+    for lineno, record in read_jsonl(path):
+        turns = record.get("messages") or record.get("conversations")
+        if not isinstance(turns, list):
+            raise ValueError(f"{path}:{lineno}: no `messages` list; is this a ShareGPT dataset?")
+        texts = {}
+        for turn in turns:
+            role = turn.get("role") or turn.get("from")
+            role = {"human": "user", "gpt": "assistant"}.get(role, role)
+            texts.setdefault(role, turn.get("content") if "content" in turn else turn.get("value"))
+        if not texts.get("user") or texts.get("assistant") is None:
+            raise ValueError(f"{path}:{lineno}: needs a user turn and an assistant turn")
+        images = [image_path(str(i), roots) for i in record.get("images") or []]
+        extra = {k: v for k, v in record.items() if k not in CONVERSATION_KEYS}
+        examples.append(Example(lineno, texts["user"], texts["assistant"], images, extra))
+    if not examples:
+        raise ValueError(f"{path}: no records")
+    return examples
+
+
+def join_dataset(rows: list[dict[str, Any]], dataset: str | Path, dataset_dir: Path = DATASET_DIR) -> int:
+    """Add the dataset's extra fields to the prediction rows, line i to line i (in place).
+
+    LLaMA-Factory predicts the eval dataset in file order, one row per record, so order is the join key.
+    Counts must agree; returns how many rows' `label` differs from the record's answer (a sign of the wrong
+    file or a shuffled one; the report shows it). Fields already in a row are kept.
+    """
+    examples = load_examples(dataset, dataset_dir)
+    if len(examples) != len(rows):
+        raise ValueError(f"{dataset}: {len(examples)} records for {len(rows)} predictions; --dataset must be the "
+                         "exact eval file that was predicted (same records, same order, no max_samples cut)")
+    mismatched = 0
+    for row, example in zip(rows, examples):
+        for key, value in example.extra.items():
+            row.setdefault(key, value)
+        mismatched += " ".join(row["label"].split()) != " ".join(example.answer.split())
+    return mismatched

@@ -1,0 +1,352 @@
+"""Task metrics, one function per metric, each following a published definition (cited in its docstring).
+
+Every scorer takes raw model text; `strip_thinking` removes `<think>...</think>` first, so a thinking model is
+scored on its answer, not on its reasoning. Per-sample functions return a float in [0, 1]; corpus metrics
+(BLEU/ROUGE-L/CIDEr, macro-F1) take whole lists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections import Counter
+from typing import Iterable, Sequence
+
+# ---------------------------------------------------------------------------------------------------------
+# thinking models
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+def strip_thinking(text: str) -> str:
+    """The answer part of a thinking model's output.
+
+    Closed `<think>...</think>` blocks are removed; an unclosed `<think>` (generation cut by max_new_tokens)
+    means there is no answer yet, so everything after it is dropped; a lone `</think>` (Qwen3 templates put
+    the opening tag in the prompt) keeps what follows the last one.
+    """
+    text = _THINK_BLOCK.sub("", text)
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    if "<think>" in text:
+        text = text.split("<think>", 1)[0]
+    return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# VQAv2 answer normalisation, following the official evaluation script (GT-Vision-Lab/VQA
+# PythonEvaluationTools/vqaEvaluation/vqaEval.py) and the rules on visualqa.org/evaluation.html.
+
+# Canonical contractions. The official table maps each form with apostrophes missing ("dont", "couldnt've",
+# "couldn'tve", "couldntve") to the canonical one; we derive those keys from this list instead of spelling
+# them out. Keys that are ordinary words ("well" from "we'll", "its" from "it's") are not in the table.
+_CONTRACTIONS = (
+    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't "
+    "he'd he'd've he'll he's how'd how'll how's i'd've i'm i've isn't it'd it'd've it'll let's ma'am mightn't "
+    "mightn't've might've mustn't must've needn't not've o'clock oughtn't shan't she'd've she'll she's "
+    "should've shouldn't shouldn't've somebody'd somebody'd've somebody'll somebody's someone'd someone'd've "
+    "someone'll someone's something'd something'd've something'll that's there'd there'd've there're there's "
+    "they'd they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's "
+    "what've when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't "
+    "would've wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've"
+).split()
+_NOT_CONTRACTIONS = frozenset({"ill", "well", "were", "wed", "shed", "hell", "shell", "its", "id", "lets",
+                               "whore", "cant've"})
+
+
+def _contraction_table() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for canonical in _CONTRACTIONS:
+        parts = canonical.split("'")
+        # every way of dropping a subset of the apostrophes, e.g. couldn't've -> couldntve, couldnt've, couldn'tve
+        for keep in itertools.product((True, False), repeat=len(parts) - 1):
+            variant = parts[0] + "".join(("'" if k else "") + p for k, p in zip(keep, parts[1:]))
+            if variant != canonical and variant not in _NOT_CONTRACTIONS:
+                table[variant] = canonical
+    return table
+
+
+VQA_CONTRACTIONS = _contraction_table()
+VQA_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten".split())} | {"none": "0"}
+VQA_ARTICLES = frozenset({"a", "an", "the"})
+VQA_PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
+                   ",", "?", "!"]
+_COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
+# The official pattern "(?!<=\d)(\.)(?!\d)" means to keep decimal points, but its look-behind is malformed
+# and only the look-ahead acts: a period goes unless a digit follows ("2.5" stays, "5." -> "5").
+_PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
+
+
+def vqa_process_punctuation(text: str) -> str:
+    """The official `processPunctuation`: a punctuation mark touching a space (or any text with a digit
+    comma such as "1,000") is deleted, otherwise it becomes a space ("black-and-white" -> "black and white");
+    periods go unless they are a decimal point ("2.5" stays). Apostrophes and colons are kept."""
+    out = text
+    drop = _COMMA_BETWEEN_DIGITS.search(text) is not None
+    for p in VQA_PUNCTUATION:
+        out = out.replace(p, "" if drop or (p + " " in text or " " + p in text) else " ")
+    return _PERIOD_NOT_DECIMAL.sub("", out)
+
+
+def vqa_process_digit_article(text: str) -> str:
+    """The official `processDigitArticle`: lower-case, number words to digits, articles dropped, missing
+    contraction apostrophes restored ("dont" -> "don't")."""
+    words = [VQA_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(VQA_CONTRACTIONS.get(w, w) for w in words if w not in VQA_ARTICLES)
+
+
+def vqa_normalize(text: str) -> str:
+    """An answer as the VQAv2 evaluator compares it: newlines/tabs to spaces, punctuation, digits, articles,
+    contractions ("Two dogs." -> "2 dogs", "Dont know" -> "don't know").
+
+    The official script skips this when all ten human answers are identical (a quirk that makes "Yes." miss
+    "yes"); like lmms-eval's and LLaVA's VQAv2 evaluators we always normalise both sides, which is what
+    free-form generated answers need.
+    """
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return vqa_process_digit_article(vqa_process_punctuation(text))
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """VQAv2 accuracy of one answer: the mean, over the 10 leave-one-annotator-out subsets of the human
+    answers, of min(1, #humans in the subset who gave the prediction / 3) (Antol et al. 2015, VQA, and the
+    official vqaEval.py). With fewer than 10 answers the same leave-one-out average is taken over those given.
+    """
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    pred = vqa_normalize(strip_thinking(prediction))
+    gts = [vqa_normalize(a) for a in answers]
+    if len(gts) == 1:
+        return float(pred == gts[0])
+    return sum(min(1.0, sum(g == pred for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
+
+
+def exact_match(prediction: str, label: str) -> float:
+    """1 if the VQA-normalised prediction equals the VQA-normalised label."""
+    return float(vqa_normalize(strip_thinking(prediction)) == vqa_normalize(label))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ANLS
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions of one character, each costing 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
+    """Average Normalized Levenshtein Similarity of one answer (Biten et al. 2019, Scene Text VQA; the DocVQA
+    challenge's metric): NL = Levenshtein(a, o) / max(|a|, |o|) on lower-cased, whitespace-collapsed strings;
+    the score is max over the ground truths of (1 - NL) if NL < threshold, else 0."""
+    pred = " ".join(strip_thinking(prediction).lower().split())
+    best = 0.0
+    for answer in answers:
+        gt = " ".join(answer.lower().split())
+        longest = max(len(gt), len(pred))
+        nl = levenshtein(gt, pred) / longest if longest else 0.0
+        best = max(best, 1.0 - nl if nl < threshold else 0.0)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------
+# captions: BLEU-4, ROUGE-L, CIDEr-D with the COCO caption evaluation code (pycocoevalcap)
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _is_punctuation(token: str) -> bool:
+    return all(unicodedata.category(c).startswith(("P", "S")) for c in token)
+
+
+def caption_tokens(text: str) -> list[str]:
+    """Tokens as the caption metrics compare them: Chinese text is cut into words with jieba (as the AI
+    Challenger caption evaluation does), other text is lower-cased and split on spaces; punctuation tokens
+    are dropped, as the COCO PTB tokenizer does."""
+    text = strip_thinking(text).lower()
+    if _CJK.search(text):
+        import jieba
+
+        raw = jieba.lcut(text)
+    else:
+        raw = re.sub(r"([^\w\s'])", r" \1 ", text).split()
+    return [t for t in (t.strip() for t in raw) if t and not _is_punctuation(t)]
+
+
+def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, object]:
+    """Corpus BLEU-4 (Papineni et al. 2002), ROUGE-L (Lin 2004, F with beta=1.2 as in COCO) and CIDEr-D
+    (Vedantam et al. 2015) computed by pycocoevalcap's `Bleu`, `Rouge` and `Cider` on `caption_tokens`.
+
+    Returns the corpus scores and the per-caption ROUGE-L and CIDEr-D lists. CIDEr's IDF comes from the
+    references of the evaluated set, so it is only meaningful over many images (a single image scores 0).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
+    # pycocoevalcap asserts non-empty strings; an empty caption becomes a token that matches nothing
+    res = {i: [" ".join(caption_tokens(p)) or "<empty>"] for i, p in enumerate(predictions)}
+    gts = {i: [" ".join(caption_tokens(r)) or "<empty>" for r in refs] for i, refs in enumerate(references)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, rouge_each = Rouge().compute_score(gts, res)
+    cider, cider_each = Cider().compute_score(gts, res)
+    return {"bleu4": float(bleu[3]), "rouge_l": float(rouge), "cider": float(cider),
+            "rouge_l_each": [float(x) for x in rouge_each], "cider_each": [float(x) for x in cider_each]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# medical VQA (LLaVA-Med's closed accuracy and open recall, matched on tokens)
+
+YES_NO = ("yes", "no")
+
+
+def medvqa_tokens(text: str) -> list[str]:
+    """VQA-normalised words of an answer (lower-case, punctuation, number words, articles)."""
+    return vqa_normalize(strip_thinking(text)).split()
+
+
+def _contains_run(tokens: Sequence[str], run: Sequence[str]) -> bool:
+    return any(list(tokens[i:i + len(run)]) == list(run) for i in range(len(tokens) - len(run) + 1))
+
+
+def medvqa_closed(prediction: str, label: str) -> float:
+    """Closed-ended hit, after LLaVA-Med's evaluation ("the prediction contains the ground truth"), made
+    token-level so that "no" does not match "normal" or "nodule":
+
+    - yes/no ground truth: the prediction's first "yes" or "no" word is its answer ("No, the lung is
+      normal" -> no); a prediction with neither word is a miss;
+    - other closed answers ("left", "right lung"): a hit if the answer's words appear as a contiguous run
+      of the prediction's words.
+    """
+    gt, pred = medvqa_tokens(label), medvqa_tokens(prediction)
+    if not gt:
+        raise ValueError(f"empty closed-ended ground truth {label!r}")
+    if len(gt) == 1 and gt[0] in YES_NO:
+        said = next((t for t in pred if t in YES_NO), None)
+        return float(said == gt[0])
+    return float(_contains_run(pred, gt))
+
+
+def medvqa_open_recall(prediction: str, label: str) -> float:
+    """Open-ended recall as LLaVA-Med computes it: the share of the ground truth's distinct words found
+    among the prediction's words (whole words after VQA normalisation, not substrings)."""
+    gt, pred = set(medvqa_tokens(label)), set(medvqa_tokens(prediction))
+    if not gt:
+        raise ValueError(f"empty open-ended ground truth {label!r}")
+    return len(gt & pred) / len(gt)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# emotion labels
+
+# Surface forms of each basic expression (Ekman's six, neutral, and AffectNet's contempt). A label set's
+# names ("Happiness" in RAF-DB, "Happy" in AffectNet, "angry" in FER2013) are mapped to these concepts too,
+# so predictions and gold labels meet whatever the dataset calls them.
+EMOTION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "neutral": ("neutral", "neutrality", "calm", "expressionless", "blank"),
+    "happy": ("happy", "happiness", "joy", "joyful", "smile", "smiling", "glad", "cheerful", "pleased"),
+    "sad": ("sad", "sadness", "unhappy", "sorrow", "sorrowful", "upset", "crying", "depressed"),
+    "surprise": ("surprise", "surprised", "astonished", "astonishment", "amazed", "shocked", "shock"),
+    "fear": ("fear", "fearful", "afraid", "scared", "frightened", "terrified", "anxious"),
+    "disgust": ("disgust", "disgusted", "disgusting", "revulsion", "repulsed"),
+    "anger": ("anger", "angry", "mad", "furious", "rage", "annoyed", "irritated"),
+    "contempt": ("contempt", "contemptuous", "disdain", "scorn", "scornful"),
+}
+_EMOTION_CONCEPT = {form: concept for concept, forms in EMOTION_SYNONYMS.items() for form in forms}
+UNMAPPED = "<unmapped>"
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def map_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label of `labels` that `text` names, or None.
+
+    In order: the whole text equals a label (case-insensitive); else the first word of the text that is a
+    label or a synonym of one (EMOTION_SYNONYMS), so "Happiness.", "The person looks happy" and "joyful"
+    all map to "happy". Labels outside the synonym table match by their own name only.
+    """
+    text = strip_thinking(text)
+    by_name = {label.lower(): label for label in labels}
+    if text.strip().strip(".!").lower() in by_name:
+        return by_name[text.strip().strip(".!").lower()]
+    by_concept = {_EMOTION_CONCEPT.get(w, w): label for label in labels for w in _words(label)[:1]}
+    for word in _words(text):
+        concept = _EMOTION_CONCEPT.get(word, word)
+        if concept in by_concept:
+            return by_concept[concept]
+    return None
+
+
+def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 over `labels` and per-class precision/recall/F1/support, by scikit-learn
+    (`accuracy_score`, `precision_recall_fscore_support`); a prediction outside `labels` (UNMAPPED) counts
+    as wrong for its gold class and is a class of no one's precision."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, predicted, labels=list(labels), average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(f1.mean()) if len(labels) else 0.0,
+        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# multiple choice
+
+# "answer" in any case, then an upper-case letter not starting a word ("The answer is a cat" picks nothing)
+_ANSWER_IS = re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*\(?([A-Z])(?![A-Za-z])")
+_LEADING_LETTER = re.compile(r"^\s*\(?([A-Z])(?:[).:\]]|\s*$|\s+(?![a-z]))")
+_PAREN_LETTER = re.compile(r"\(([A-Z])\)")
+_LONE_LETTER = re.compile(r"\b([A-Z])\b")
+
+
+def extract_choice(text: str, letters: str = "ABCDEFGHIJ", options: Sequence[str] | None = None) -> str | None:
+    """The option letter a model answer picks, or None. Tried in order (as lmms-eval's and MMBench's
+    extractors do): "the answer is (B)" / "Answer: B"; a letter opening the answer ("B", "(B)", "B. cat");
+    a parenthesised letter anywhere; a lone capital letter anywhere, except "A"/"I" starting a sentence
+    before a lower-case word (the article and the pronoun); finally, with `options`, the option whose text
+    the answer equals or contains (the longest such)."""
+    text = strip_thinking(text)
+    for pattern in (_ANSWER_IS, _LEADING_LETTER, _PAREN_LETTER):
+        match = pattern.search(text)
+        if match and match.group(1).upper() in letters:
+            return match.group(1).upper()
+    for match in _LONE_LETTER.finditer(text):
+        letter = match.group(1)
+        if letter in ("A", "I") and re.match(r"\s+[a-z]", text[match.end():]):
+            continue
+        if letter in letters:
+            return letter
+    if options:
+        lowered = " ".join(text.lower().split())
+        hits = [(len(o), letters[i]) for i, o in enumerate(options) if o and o.lower() in lowered]
+        if hits:
+            return max(hits)[1]
+    return None
+
+
+def mean(values: Iterable[float]) -> float | None:
+    """Arithmetic mean, None for no values (a report shows "n/a" rather than a misleading 0)."""
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def count(items: Iterable[object]) -> dict[str, int]:
+    """How many of each item, most common first."""
+    return dict(Counter(str(i) for i in items).most_common())

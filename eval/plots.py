@@ -1,0 +1,91 @@
+"""PNG plots for the reports (matplotlib, headless Agg backend; scikit-learn draws the confusion matrix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bar_chart(values: Mapping[str, float], path: Path, title: str, ylabel: str = "") -> Path:
+    """One bar per named value, labelled with its number."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(values) + 2), 3.6))
+    bars = ax.bar(list(values), list(values.values()), color="#4c72b0")
+    ax.bar_label(bars, fmt="%.3g")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=20)
+    return _save(fig, path)
+
+
+def grouped_bars(table: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    """Runs side by side: one group per metric, one bar per run (`table[run][metric]`)."""
+    runs = list(table)
+    metrics = list(dict.fromkeys(m for run in runs for m in table[run]))
+    width = 0.8 / max(1, len(runs))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(metrics) + 2), 3.8))
+    for i, run in enumerate(runs):
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(metrics))]
+        bars = ax.bar(xs, [table[run].get(m, 0.0) for m in metrics], width, label=run)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    ax.set_xticks(range(len(metrics)), metrics, rotation=20)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_png(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str], path: Path,
+                  title: str) -> Path:
+    """Confusion matrix (rows: gold, columns: predicted) by sklearn's `ConfusionMatrixDisplay`."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.7 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(gold, predicted, labels=list(labels), ax=ax, colorbar=False,
+                                            xticks_rotation=45, cmap="Blues")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def distribution_png(series: Mapping[str, Sequence[float]], path: Path, title: str, xlabel: str) -> Path:
+    """Empirical CDF of each series (latency, TTFT), which shows the tail that a mean hides."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    plotted = False
+    for name, values in series.items():
+        ordered = sorted(values)
+        if ordered:
+            ax.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post", label=name)
+            plotted = True
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(title + ("" if plotted else " (none succeeded)"))
+    ax.grid(alpha=0.3)
+    if plotted:
+        ax.legend()
+    return _save(fig, path)
+
+
+def timeline_png(requests: Sequence[tuple[float, float, str]], path: Path, title: str) -> Path:
+    """Each request as (start, latency, outcome): a server dying mid-run shows as the outcome changing."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for outcome in sorted({o for _, _, o in requests}, key=lambda o: (o != "ok", o)):
+        points = [(s, lat) for s, lat, o in requests if o == outcome]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=12, label=f"{outcome} ({len(points)})")
+    ax.set_xlabel("request start (s since run start)")
+    ax.set_ylabel("latency (s)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if requests:
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,1 @@
+"""Everything vlm-recipes adds to LLaMA-Factory and transformers (see `registry`)."""

@@ -1,0 +1,226 @@
+"""The one list of everything the plugin registers, and the one idempotent function that registers it.
+
+Each registry is a plain dict filled by a `register_*` function (LLaMA-Factory's `TEMPLATES` style). The
+entries are declarative: strings and small factories, so importing this module costs nothing; LLaMA-Factory
+and transformers are imported only inside the `apply_*` functions.
+
+`HOOKS` maps the module whose import triggers a registration to the function that performs it; the autoload
+hook (`vlmrecipes._autoload`) calls them right after LLaMA-Factory imports its own module, in the main
+process and in every torchrun worker. `register_all()` does everything at once (tests, `vlmr doctor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable  # not `typing`: it costs ~3 ms at every interpreter start
+
+# name -> factory returning the keyword arguments of llamafactory.data.template.register_template
+TEMPLATES: dict[str, Callable[[], dict[str, object]]] = {}
+# name -> "module:Class" of a llamafactory.data.mm_plugin.BasePlugin subclass
+MM_PLUGINS: dict[str, str] = {}
+# LlamaBoard model list: display name -> (hub id, template)
+MODEL_GROUPS: dict[str, tuple[str, str]] = {}
+# model_type -> keyword arguments of llamafactory's _register_composite_model (freeze flags, LoRA targets)
+COMPOSITE_MODELS: dict[str, dict[str, list[str]]] = {}
+# model_type -> ("module:ConfigClass", "module:ModelClass") registered with transformers' Auto classes
+ARCHITECTURES: dict[str, tuple[str, str]] = {}
+# fixes of LLaMA-Factory behaviour our recipes depend on: its module -> (class, "module:function(class)")
+PATCHES: dict[str, tuple[str, str]] = {}
+
+
+def register_template(name: str, factory: Callable[[], dict[str, object]]) -> None:
+    TEMPLATES[name] = factory
+
+
+def register_mm_plugin(name: str, plugin_class: str) -> None:
+    MM_PLUGINS[name] = plugin_class
+
+
+def register_model(display_name: str, hub_id: str, template: str) -> None:
+    MODEL_GROUPS[display_name] = (hub_id, template)
+
+
+def register_composite_model(model_type: str, **keys: list[str]) -> None:
+    COMPOSITE_MODELS[model_type] = keys
+
+
+def register_architecture(model_type: str, config_class: str, model_class: str) -> None:
+    ARCHITECTURES[model_type] = (config_class, model_class)
+
+
+def register_patch(module: str, target: str, patch: str) -> None:
+    """Call `patch(getattr(module, target))` once, right after LLaMA-Factory imports `module`."""
+    PATCHES[module] = (target, patch)
+
+
+def _load(path: str):
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ------------------------------------------------------------------------------------------------------
+# What we register
+# ------------------------------------------------------------------------------------------------------
+
+
+def _chatml(mm_plugin: str, **plugin_tokens: str) -> Callable[[], dict[str, object]]:
+    """ChatML (Qwen2.5's format) with the given LLaMA-Factory multimodal plugin."""
+
+    def factory() -> dict[str, object]:
+        from llamafactory.data.formatter import StringFormatter
+        from llamafactory.data.mm_plugin import get_mm_plugin
+
+        return dict(
+            format_user=StringFormatter(slots=["<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n"]),
+            format_assistant=StringFormatter(slots=["{{content}}<|im_end|>\n"]),
+            format_system=StringFormatter(slots=["<|im_start|>system\n{{content}}<|im_end|>\n"]),
+            default_system="You are a helpful assistant.",
+            stop_words=["<|im_end|>"],
+            replace_eos=True,
+            mm_plugin=get_mm_plugin(name=mm_plugin, **plugin_tokens),
+        )
+
+    return factory
+
+
+# SigLIP+Qwen (LLaVA-style): Qwen2.5's ChatML, images as `<image>` placeholders expanded by the llava plugin
+# to `image_seq_length` tokens; our subclass names the record and the fix when image tokens are miscounted or
+# cut by cutoff_len.
+register_mm_plugin("siglip_qwen", "vlmrecipes.plugins.siglip_qwen_mm_plugin:SiglipQwenPlugin")
+register_template("siglip_qwen", _chatml("siglip_qwen", image_token="<image>"))
+register_model("SigLIP-Qwen2.5-0.5B-Instruct", "vlm-recipes/siglip-qwen2.5-0.5b-instruct", "siglip_qwen")
+
+# Multiway Qwen2.5-VL (issue 6): Qwen2.5-VL plus Multiway blocks; same tokens, processor and towers as Qwen2.5-VL.
+register_architecture(
+    "multiway_qwen2_5_vl",
+    "vlmrecipes.plugins.configuration_multiway:MultiwayQwen2_5_VLConfig",
+    "vlmrecipes.plugins.modeling_multiway:MultiwayQwen2_5_VLForConditionalGeneration",
+)
+register_template("multiway_qwen", _chatml("qwen2_vl", image_token="<|image_pad|>", video_token="<|video_pad|>"))
+register_model("Multiway-Qwen2.5-VL-3B-Instruct", "vlm-recipes/multiway-qwen2.5-vl-3b-instruct", "multiway_qwen")
+# LLaMA-Factory's qwen2_5_vl keys: the Multiway blocks live in `language_model.layers.N.multiway`, so
+# freeze_vision_tower / freeze_multi_modal_projector behave as for Qwen2.5-VL.
+register_composite_model(
+    "multiway_qwen2_5_vl",
+    projector_keys=["visual.merger"],
+    vision_model_keys=["visual.patch_embed", "visual.blocks"],
+    language_model_keys=["language_model", "lm_head"],
+    lora_conflict_keys=["patch_embed"],
+)
+# LLaMA-Factory 0.9.5 generates from M-RoPE models (Qwen2/2.5/3-VL) with 1-D image positions on transformers 5:
+# predictions and chat answers then ignore where things are in the image (see plugins/mrope_generation.py).
+register_patch("llamafactory.train.sft.trainer", "CustomSeq2SeqTrainer",
+               "vlmrecipes.plugins.mrope_generation:patch_trainer_prediction_step")
+register_patch("llamafactory.chat.hf_engine", "HuggingfaceEngine", "vlmrecipes.plugins.mrope_generation:patch_chat_engine")
+
+# model_type "llava" is already a composite model in LLaMA-Factory (vision_tower / multi_modal_projector /
+# language_model), and the recipes' hub models (Qwen2.5-VL, Qwen3-VL, Qwen2.5-Omni) are already in its model
+# list: we register only what it lacks.
+
+
+# ------------------------------------------------------------------------------------------------------
+# How it is registered (idempotent: LLaMA-Factory raises on a duplicate template name)
+# ------------------------------------------------------------------------------------------------------
+
+
+def apply_mm_plugins() -> None:
+    from llamafactory.data import mm_plugin
+
+    for name, path in MM_PLUGINS.items():
+        if name not in mm_plugin.PLUGINS:
+            mm_plugin.register_mm_plugin(name, _load(path))
+
+
+def apply_templates() -> None:
+    from llamafactory.data import template
+
+    apply_mm_plugins()
+    for name, factory in TEMPLATES.items():
+        if name not in template.TEMPLATES:
+            template.register_template(name=name, **factory())
+
+
+def apply_model_groups() -> None:
+    from llamafactory.extras import constants
+
+    for display_name, (hub_id, template_name) in MODEL_GROUPS.items():
+        if display_name not in constants.SUPPORTED_MODELS:
+            constants.register_model_group(
+                models={display_name: {constants.DownloadSource.DEFAULT: hub_id}},
+                template=template_name,
+                multimodal=True,
+            )
+
+
+def apply_composite_models() -> None:
+    from llamafactory.model.model_utils import visual
+
+    for model_type, keys in COMPOSITE_MODELS.items():
+        if model_type not in visual.COMPOSITE_MODELS:
+            visual._register_composite_model(model_type=model_type, **keys)
+
+
+def apply_architectures() -> None:
+    import sys
+
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for model_type, (config_path, model_path) in ARCHITECTURES.items():
+        module = sys.modules.get(model_path.partition(":")[0])
+        if module is not None and getattr(module.__spec__, "_initializing", False):
+            # This hook fired while the modeling file itself was being imported (its transformers imports load
+            # modeling_auto): its classes do not exist yet, so the file registers them at its end.
+            continue
+        try:
+            config_class, model_class = _load(config_path), _load(model_path)
+        except (ImportError, AttributeError) as err:
+            # The hook fired in the middle of transformers importing the very config our class subclasses
+            # (e.g. `from transformers import Qwen2_5_VLConfig` first): our files register themselves when
+            # they are imported later.
+            if "partially initialized" in repr(err.__cause__ or err.__context__ or err):
+                continue
+            raise
+        if model_type not in CONFIG_MAPPING:
+            AutoConfig.register(model_type, config_class)
+        AutoModelForImageTextToText.register(config_class, model_class, exist_ok=True)
+
+
+def apply_patch(module_name: str) -> None:
+    import importlib
+
+    target, patch = PATCHES[module_name]
+    cls = getattr(importlib.import_module(module_name), target)
+    if not cls.__dict__.get("_vlmr_patched", False):  # idempotent, and not inherited by subclasses
+        _load(patch)(cls)
+        cls._vlmr_patched = True
+
+
+HOOKS: dict[str, Callable[[], None]] = {
+    "llamafactory.data.template": apply_templates,
+    "llamafactory.extras.constants": apply_model_groups,
+    "llamafactory.model.model_utils.visual": apply_composite_models,
+    "transformers.models.auto.modeling_auto": apply_architectures,
+}
+
+
+HOOKS.update({module: (lambda module=module: apply_patch(module)) for module in PATCHES})
+
+
+def register_all() -> None:
+    """Register everything now (idempotent)."""
+    for hook in HOOKS.values():
+        hook()
+
+
+def registered() -> dict[str, list[str]]:
+    """What this plugin registers, by kind (for `vlmr doctor` and the docs)."""
+    return {
+        "templates": sorted(TEMPLATES),
+        "mm_plugins": sorted(MM_PLUGINS),
+        "model_groups": sorted(MODEL_GROUPS),
+        "composite_models": sorted(COMPOSITE_MODELS),
+        "architectures": sorted(ARCHITECTURES),
+        "patches": sorted(PATCHES),
+    }

@@ -1,0 +1,48 @@
+"""Session fixtures: tiny models and demo data built once (cached under .cache/, locked across xdist workers)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import REPO  # noqa: E402
+
+CACHE = REPO / ".cache" / "tests"
+
+
+def _cached(name: str, build) -> Path:
+    """Build `name` under CACHE once; concurrent xdist workers wait on a file lock."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / name
+    with FileLock(str(out) + ".lock"):
+        if not (out / ".complete").exists():
+            build(out)
+            (out / ".complete").write_text("ok")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """tiny_model(kind) -> Path of a tiny random-weight model of that kind (see `vlmr tiny --help`)."""
+    from vlmrecipes.tiny import build_tiny
+
+    def get(kind: str, seed: int = 0) -> Path:
+        return _cached(f"tiny-{kind}-seed{seed}", lambda out: build_tiny(kind, out, seed))
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def demo_data():
+    """demo_data() -> the dataset_info dir with every bundled demo dataset generated."""
+    from vlmrecipes.demo_data import generate_all
+
+    def get() -> Path:
+        _cached("demo-data-stamp", lambda out: (out.mkdir(parents=True, exist_ok=True), generate_all()))
+        return REPO / "dataset_info"
+
+    return get

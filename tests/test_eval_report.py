@@ -1,0 +1,111 @@
+"""`vlmr eval` end to end: reports for each task, the --dataset join, --compare, and predict -> eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import run_cli
+
+from vlmrecipes.eval.report import compare, evaluate
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _pred(predict: str, label: str) -> dict:
+    return {"prompt": "user\n<image>q", "predict": predict, "label": label}
+
+
+def _record(answer: str, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": answer}],
+            "images": ["x.png"], **extra}
+
+
+def test_vqa_joins_the_dataset_answers_by_line(tmp_path):
+    preds = _jsonl(tmp_path / "generated_predictions.jsonl", [_pred("Two.", "2"), _pred("<think>.</think>yes", "yes")])
+    data = _jsonl(tmp_path / "vqa.jsonl", [_record("2", answers=["2"] * 3 + ["3"] * 7, answer_type="number"),
+                                           _record("yes", answers=["yes"] * 10, answer_type="yes/no")])
+    run_cli(["vlmr", "eval", str(preds), "--task", "vqa", "--dataset", str(data), "--out", str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["metrics"]["vqa_accuracy"] == pytest.approx((0.9 + 1.0) / 2)  # see test_eval_metrics
+    assert report["metrics"]["exact_match"] == 1.0
+    assert report["details"]["vqa_accuracy_by_answer_type"]["number"]["score"] == pytest.approx(0.9)
+    assert report["notes"] == []
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "| vqa_accuracy | 95.0% |" in markdown and "![vqa_by_answer_type.png]" in markdown
+    assert (tmp_path / "r" / "vqa_by_answer_type.png").stat().st_size > 0
+
+
+def test_dataset_of_another_length_is_refused(tmp_path):
+    preds = _jsonl(tmp_path / "p.jsonl", [_pred("a", "a")])
+    data = _jsonl(tmp_path / "d.jsonl", [_record("a"), _record("b")])
+    proc = run_cli(["vlmr", "eval", str(preds), "--task", "vqa", "--dataset", str(data)], check=False)
+    assert proc.returncode == 1 and "2 records for 1 predictions" in proc.stderr
+
+
+def test_emotion_report_with_unmapped_answers(tmp_path):
+    rows = [_pred("Happiness.", "happy"), _pred("sad", "sad"), _pred("I don't know", "neutral"),
+            _pred("calm", "neutral")]
+    report = evaluate(_jsonl(tmp_path / "p.jsonl", rows), "emotion", tmp_path / "r",
+                      labels=["neutral", "happy", "sad", "angry"])
+    assert report["metrics"]["accuracy"] == 0.75 and report["details"]["unmapped"] == 1
+    assert report["details"]["per_class"]["neutral"]["recall"] == 0.5
+    assert {"emotion_confusion.png", "emotion_recall.png"} <= set(report["plots"])
+
+
+def test_medvqa_caption_choice_reports(tmp_path):
+    med = evaluate(_jsonl(tmp_path / "m.jsonl", [
+        {**_pred("normal", "no"), "answer_type": "CLOSED"}, _pred("Yes.", "yes"), _pred("left lung", "left kidney")]),
+        "medvqa", tmp_path / "m")
+    assert med["metrics"]["closed_accuracy"] == 0.5 and med["metrics"]["open_recall"] == 0.5
+    cap = evaluate(_jsonl(tmp_path / "c.jsonl", [
+        {**_pred("a red square", "a red square"), "image_id": 1}, {**_pred("ignored", "red box"), "image_id": 1},
+        {**_pred("blue circle", "a blue circle"), "image_id": 2}]), "caption", tmp_path / "c")
+    assert cap["details"]["images"] == 2 and cap["metrics"]["cider"] > 0
+    choice = evaluate(_jsonl(tmp_path / "q.jsonl", [_pred("The answer is (B).", "B"), _pred("C", "A. a cat"),
+                                                    _pred("hmm", "D")]), "choice", tmp_path / "q")
+    assert choice["metrics"]["accuracy"] == pytest.approx(1 / 3) and choice["details"]["unmapped"] == 1
+
+
+def test_compare_runs(tmp_path):
+    base = _jsonl(tmp_path / "base.jsonl", [_pred("no", "yes"), _pred("no", "no")])
+    tuned = _jsonl(tmp_path / "tuned.jsonl", [_pred("yes", "yes"), _pred("no", "no")])
+    evaluate(base, "vqa", tmp_path / "base", name="base")
+    run_cli(["vlmr", "eval", "--compare", str(tmp_path / "base"), str(tuned), "--task", "vqa", "--names", "base",
+             "tuned", "--out", str(tmp_path / "cmp")])
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert result["metrics"]["base"]["exact_match"] == 0.5 and result["metrics"]["tuned"]["exact_match"] == 1.0
+    assert "| exact_match | 50.0% | 100.0% (+50.0%) |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+    evaluate(base, "medvqa", tmp_path / "med")
+    with pytest.raises(ValueError, match="different tasks"):
+        compare([tmp_path / "base", tmp_path / "med"], tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_predict_then_eval(tmp_path, tiny_model, demo_data):
+    """LLaMA-Factory's do_predict on the tiny Qwen2.5-VL writes generated_predictions.jsonl; vlmr eval reads it."""
+    dataset_dir = demo_data()
+    limited = dataset_dir / "demo_emotion" / "test.jsonl"
+    config = {
+        "model_name_or_path": str(tiny_model("qwen2_5_vl")), "stage": "sft", "do_predict": True,
+        "finetuning_type": "full", "predict_with_generate": True, "eval_dataset": "demo_emotion_test",
+        "dataset_dir": str(dataset_dir), "template": "qwen2_vl", "cutoff_len": 256, "max_samples": 40,
+        "per_device_eval_batch_size": 8, "max_new_tokens": 4, "do_sample": False, "output_dir": str(tmp_path / "out"),
+        "overwrite_output_dir": True, "report_to": "none", "preprocessing_num_workers": 1,
+        "dataloader_num_workers": 0, "overwrite_cache": True,
+    }
+    (tmp_path / "predict.yaml").write_text(yaml.safe_dump(config))
+    run_cli(["llamafactory-cli", "train", str(tmp_path / "predict.yaml")])
+    predictions = tmp_path / "out" / "generated_predictions.jsonl"
+    run_cli(["vlmr", "eval", str(predictions), "--task", "emotion", "--dataset", str(limited),
+             "--out", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["count"] == 40 and report["notes"] == []  # labels line up with the dataset's answers
+    assert 0 <= report["metrics"]["accuracy"] <= 1 and set(report["details"]["labels"]) >= {"happy", "neutral"}
+    assert (tmp_path / "report" / "emotion_confusion.png").stat().st_size > 0

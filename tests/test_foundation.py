@@ -1,0 +1,118 @@
+"""The plugin is visible to plain LLaMA-Factory processes, lazily, idempotently, and `vlmr` tells its state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from helpers import BIN, REPO, cli_env, run_cli
+
+PY = str(BIN / "python")
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-c", code], env=cli_env(**env), capture_output=True, text=True, timeout=300,
+                          cwd="/")
+
+
+def test_llamafactory_sees_registrations_without_importing_us():
+    code = (
+        "import sys\n"
+        "from llamafactory.data.template import TEMPLATES\n"
+        "from llamafactory.extras.constants import DEFAULT_TEMPLATE, MULTIMODAL_SUPPORTED_MODELS\n"
+        "print('siglip_qwen' in TEMPLATES, DEFAULT_TEMPLATE.get('SigLIP-Qwen2.5-0.5B-Instruct'),\n"
+        "      'SigLIP-Qwen2.5-0.5B-Instruct' in MULTIMODAL_SUPPORTED_MODELS)\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "siglip_qwen", "True"]
+
+
+def test_hook_is_lazy_at_interpreter_start():
+    code = (
+        "import sys\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'llamafactory', 'typing')]\n"
+        "print('vlmrecipes._autoload' in sys.modules, heavy)\n"
+    )
+    proc = _python(code)
+    assert proc.stdout.strip() == "True []", proc.stdout + proc.stderr
+
+
+def test_hook_can_be_disabled_per_process():
+    proc = _python("from llamafactory.data.template import TEMPLATES; print('siglip_qwen' in TEMPLATES)",
+                   VLMR_NO_AUTOLOAD="1")
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_register_all_is_idempotent():
+    code = (
+        "from vlmrecipes.plugins import registry\n"
+        "from llamafactory.data.template import TEMPLATES\n"
+        "before = len(TEMPLATES)\n"
+        "registry.register_all(); registry.register_all()\n"
+        "print('RESULT', before == len(TEMPLATES), 'siglip_qwen' in TEMPLATES)\n"
+    )
+
+    def result(proc) -> list[str]:  # LLaMA-Factory may log to stdout too: read our line only
+        assert proc.returncode == 0, proc.stderr
+        return next(line for line in proc.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
+
+    # with the hook disabled the first register_all() adds ours, the second adds nothing
+    assert result(_python(code, VLMR_NO_AUTOLOAD="1"))[1] == "True"
+    assert result(_python(code)) == ["True", "True"]
+
+
+def test_doctor_green_after_install():
+    proc = run_cli(["vlmr", "doctor"])
+    assert "hook           active" in proc.stdout
+    assert "siglip_qwen" in proc.stdout
+    assert "OK: llamafactory-cli sees everything" in proc.stdout
+
+
+def test_doctor_fails_with_the_fix_when_hook_inactive():
+    code = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != 'PostImportFinder']\n"
+        "from vlmrecipes.cli import main\n"
+        "sys.exit(main(['doctor']))\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 1
+    assert "hook           NOT active" in proc.stdout
+    assert "vlmr install-hook" in proc.stderr
+
+
+def test_cli_help_lists_every_subcommand_and_each_module_has_its_entry_points():
+    from vlmrecipes.cli import COMMANDS
+
+    proc = run_cli(["vlmr", "--help"])
+    for name, (module_name, _) in COMMANDS.items():
+        assert name in proc.stdout
+        module = __import__(module_name, fromlist=["_"])
+        suffix = name.replace("-", "_")
+        assert hasattr(module, f"add_{suffix}_arguments") or hasattr(module, "add_arguments"), name
+        assert hasattr(module, f"run_{suffix}") or hasattr(module, "run"), name
+
+
+@pytest.mark.slow
+def test_regular_wheel_ships_the_pth_and_no_generic_top_level_module(tmp_path):
+    run_cli([PY, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+            timeout=600)
+    (wheel,) = tmp_path.glob("vlm_recipes-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vlmrecipes-autoload.pth" in names
+    assert "vlmrecipes/plugins/registry.py" in names
+    assert "vlmrecipes/eval/__init__.py" in names
+    top_level = {n.split("/")[0] for n in names if not n.startswith("vlm_recipes-")}
+    assert top_level == {"vlmrecipes", "vlmrecipes-autoload.pth"}, top_level
+
+
+def test_autoload_benchmark_reports_the_cost():
+    proc = run_cli([PY, "benchmarks/bench_autoload.py", "--runs", "5"])
+    assert "hook cost" in proc.stdout
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))

@@ -1,0 +1,80 @@
+"""Reading our recipes: which kind a YAML is, its companions, its model family and its demo twin data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from vlmrecipes.paths import DATASET_DIR, RECIPES_DIR
+
+# LLaMA-Factory template -> the tiny-model kind of the same architecture (see `vlmr tiny`).
+TEMPLATE_TO_TINY = {
+    "qwen2_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl",
+    "qwen3_vl_nothink": "qwen3_vl",
+    "qwen2_omni": "qwen2_5_omni",
+    "siglip_qwen": "siglip_qwen",
+    "multiway_qwen": "multiway",
+}
+COMPANIONS = ("predict", "export")
+
+
+def load(path: str | Path) -> dict:
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a LLaMA-Factory recipe (expected a YAML mapping of arguments)")
+    return data
+
+
+def kind(recipe: dict) -> str:
+    """'train', 'predict' or 'export' (DeepSpeed JSON configs are not recipes)."""
+    if "export_dir" in recipe:
+        return "export"
+    if recipe.get("do_predict") and not recipe.get("do_train"):
+        return "predict"
+    return "train"
+
+
+def all_recipes(root: Path = RECIPES_DIR) -> list[Path]:
+    return sorted(p for p in root.rglob("*.yaml"))
+
+
+def training_recipes(root: Path = RECIPES_DIR) -> list[Path]:
+    return [p for p in all_recipes(root) if kind(load(p)) == "train"]
+
+
+def companion(train_recipe: Path, which: str) -> Path | None:
+    """`x.yaml` -> `x_predict.yaml` / `x_export.yaml` beside it, if present."""
+    path = train_recipe.with_name(f"{train_recipe.stem}_{which}.yaml")
+    return path if path.exists() else None
+
+
+def tiny_kind(recipe: dict, path: str | Path = "") -> str:
+    template = recipe.get("template")
+    if template not in TEMPLATE_TO_TINY:
+        raise ValueError(
+            f"{path}: template {template!r} has no tiny twin; known: {', '.join(TEMPLATE_TO_TINY)} "
+            "(add one in vlmrecipes/recipes.py TEMPLATE_TO_TINY)"
+        )
+    return TEMPLATE_TO_TINY[template]
+
+
+def dataset_info(dataset_dir: Path = DATASET_DIR) -> dict:
+    with open(dataset_dir / "dataset_info.json") as f:
+        return json.load(f)
+
+
+def demo_twin(dataset: str, info: dict, split: str = "train") -> str:
+    """The demo dataset standing in for `dataset` in a smoke run: its `vlmr_demo` entry, or itself if a demo."""
+    if dataset.startswith("demo_"):
+        return dataset
+    entry = info.get(dataset)
+    if entry is None:
+        raise ValueError(f"dataset {dataset!r} is not in dataset_info/dataset_info.json; register it first")
+    twin = entry.get("vlmr_demo")
+    if twin is None:
+        raise ValueError(f"dataset_info.json entry {dataset!r} has no \"vlmr_demo\" key naming its demo twin")
+    return twin if split == "train" else twin.replace("_train", "_test")

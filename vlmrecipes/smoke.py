@@ -1,0 +1,197 @@
+"""`vlmr smoke RECIPE`: prove a recipe runs, on the CPU, before spending GPU hours on it.
+
+Runs the real `llamafactory-cli train RECIPE` for a few steps with the recipe's own settings, except:
+- the model: the tiny random-weight twin of the recipe's family (chosen by its template, see `vlmr tiny`);
+- the data: the demo twin of each dataset (`vlmr_demo` in dataset_info.json, see `vlmr demo-data`);
+- the length: `max_steps`;
+- GPU-only switches that cannot run on a CPU: bf16/fp16, flash attention, Liger kernels, DeepSpeed
+  (the DeepSpeed configs have their own multi-process CPU test).
+All of these go through LLaMA-Factory's own `key=value` CLI overrides; the recipe file is not edited.
+Then it runs the recipe's companions `<name>_predict.yaml` and `<name>_export.yaml` the same way and reloads
+the exported model with plain transformers to generate from a demo image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vlmrecipes import recipes
+from vlmrecipes.paths import DATASET_DIR, HOME
+
+CACHE = HOME / ".cache"
+CPU_OVERRIDES = {
+    "bf16": "false",
+    "fp16": "false",
+    "flash_attn": "auto",
+    "enable_liger_kernel": "false",
+    "deepspeed": "null",
+    "report_to": "none",
+    "preprocessing_num_workers": "1",
+    "dataloader_num_workers": "0",
+    "overwrite_cache": "true",
+    "ddp_timeout": "600",
+}
+
+
+def tiny_model(kind: str, cache: Path = CACHE) -> Path:
+    """The cached tiny twin of `kind` (built on first use)."""
+    from vlmrecipes.tiny import build_tiny
+
+    out = cache / "tiny" / f"{kind}-seed0"
+    if not (out / ".complete").exists():
+        build_tiny(kind, out, seed=0)
+        (out / ".complete").write_text("ok")
+    return out
+
+
+def ensure_demo_data(names: list[str], dataset_dir: Path = DATASET_DIR) -> None:
+    from vlmrecipes.demo_data import DEMO_DATASETS, generate
+
+    for name in {n.rsplit("_", 1)[0] for n in names}:
+        if name in DEMO_DATASETS and not (dataset_dir / name / "test.jsonl").exists():
+            generate(name, dataset_dir)
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DISABLE_VERSION_CHECK="1", WANDB_DISABLED="true",
+               TOKENIZERS_PARALLELISM="false")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")  # the point is to prove the recipe on a machine without a GPU
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Path, nproc: int = 1) -> float:
+    """Run `llamafactory-cli COMMAND RECIPE k=v ...`; raise with the log's tail on failure. Returns seconds.
+
+    nproc > 1 makes LLaMA-Factory launch itself through torchrun (FORCE_TORCHRUN), one CPU process per rank.
+    """
+    exe = Path(sys.executable).parent / "llamafactory-cli"
+    args = [str(exe if exe.exists() else "llamafactory-cli"), command, str(recipe)]
+    args += [f"{k}={v}" for k, v in overrides.items()]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log, "w") as f:
+        f.write(" ".join(args) + "\n")
+        f.flush()
+        env = cli_env()
+        if nproc > 1:
+            env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(nproc), MASTER_PORT=str(free_port()))
+        proc = subprocess.run(args, cwd=HOME, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text()[-4000:]
+        raise RuntimeError(f"llamafactory-cli {command} {recipe} failed (exit {proc.returncode}); log: {log}\n{tail}")
+    return time.time() - start
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (torchrun's MASTER_PORT, test servers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _datasets(value) -> list[str]:
+    return [d.strip() for d in str(value).split(",") if d.strip()]
+
+
+def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc: int = 1,
+          deepspeed: str | None = None) -> dict:
+    """Train, predict and export `recipe_path` on its tiny twin; returns a summary (paths and seconds).
+
+    `nproc` ranks train through torchrun on the CPU: with `deepspeed` (a config path) through the DeepSpeed
+    engine, else DDP over gloo (the CPU backend).
+    """
+    recipe_path = Path(recipe_path).resolve()
+    recipe = recipes.load(recipe_path)
+    if recipes.kind(recipe) != "train":
+        raise ValueError(f"{recipe_path} is a {recipes.kind(recipe)} recipe; smoke its training recipe instead")
+    info = recipes.dataset_info()
+    tiny = tiny_model(recipes.tiny_kind(recipe, recipe_path))
+    train_data = [recipes.demo_twin(d, info) for d in _datasets(recipe["dataset"])]
+    ensure_demo_data(train_data)
+    lora = recipe.get("finetuning_type", "lora") == "lora"
+    summary: dict = {"recipe": str(recipe_path), "tiny_model": str(tiny), "seconds": {}}
+
+    train_out = out / "train"
+    overrides = {**CPU_OVERRIDES, "model_name_or_path": str(tiny), "dataset": ",".join(train_data),
+                 "dataset_dir": str(DATASET_DIR), "output_dir": str(train_out), "max_steps": str(steps),
+                 "logging_steps": "1", "overwrite_output_dir": "true"}
+    if nproc > 1:
+        overrides.update({"deepspeed": deepspeed} if deepspeed else {"ddp_backend": "gloo"})
+    elif deepspeed:
+        raise ValueError("--deepspeed needs --nproc 2 or more: DeepSpeed runs under a distributed launcher")
+    if "eval_dataset" in recipe:
+        overrides["eval_dataset"] = ",".join(recipes.demo_twin(d, info, "test") for d in _datasets(recipe["eval_dataset"]))
+    summary["seconds"]["train"] = llamafactory("train", recipe_path, overrides, out / "train.log", nproc)
+    summary["train_output"] = str(train_out)
+    trained = {"model_name_or_path": str(tiny), "adapter_name_or_path": str(train_out)} if lora else {
+        "model_name_or_path": str(train_out)}
+
+    predict_path = recipes.companion(recipe_path, "predict")
+    if predict_path is not None:
+        predict = recipes.load(predict_path)
+        test_data = [recipes.demo_twin(d, info, "test") for d in _datasets(predict["eval_dataset"])]
+        ensure_demo_data(test_data)
+        overrides = {**CPU_OVERRIDES, **trained, "eval_dataset": ",".join(test_data),
+                     "dataset_dir": str(DATASET_DIR), "output_dir": str(out / "predict"), "max_samples": str(samples),
+                     "max_new_tokens": str(min(int(predict.get("max_new_tokens", 16)), 16)),
+                     "overwrite_output_dir": "true"}
+        summary["seconds"]["predict"] = llamafactory("train", predict_path, overrides, out / "predict.log")
+        summary["predictions"] = str(out / "predict" / "generated_predictions.jsonl")
+
+    export_path = recipes.companion(recipe_path, "export")
+    if export_path is not None:
+        overrides = {**trained, "export_dir": str(out / "export"), "export_device": "cpu"}
+        summary["seconds"]["export"] = llamafactory("export", export_path, overrides, out / "export.log")
+        summary["export"] = str(out / "export")
+        start = time.time()
+        summary["reload_generation"] = reload_and_generate(out / "export")
+        summary["seconds"]["reload"] = time.time() - start
+    return summary
+
+
+def reload_and_generate(model_dir: Path, max_new_tokens: int = 4) -> str:
+    """Load an exported checkpoint with plain transformers and generate from a demo image."""
+    import torch
+    from PIL import Image
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    config = AutoConfig.from_pretrained(model_dir)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, config=config).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the shape?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[Image.new("RGB", (64, 64), (220, 30, 30))], return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    if new_tokens.numel() == 0:
+        raise RuntimeError(f"{model_dir}: the reloaded model generated no token")
+    return processor.batch_decode(new_tokens[None], skip_special_tokens=False)[0]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", type=Path, help="a training recipe, e.g. recipes/medct_lora.yaml")
+    parser.add_argument("--steps", type=int, default=2, help="training steps (default 2)")
+    parser.add_argument("--samples", type=int, default=4, help="test samples to predict (default 4)")
+    parser.add_argument("--out", type=Path, help="output folder (default outputs/smoke/<recipe name>)")
+    parser.add_argument("--nproc", type=int, default=1, help="CPU ranks for training, through torchrun")
+    parser.add_argument("--deepspeed", help="with --nproc > 1: a DeepSpeed config, e.g. recipes/deepspeed/ds_z2_config.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = (args.out or HOME / "outputs" / "smoke" / args.recipe.stem).resolve()
+    summary = smoke(args.recipe, out, args.steps, args.samples, args.nproc, args.deepspeed)
+    print(json.dumps(summary, indent=2))
+    print(f"smoke OK: {args.recipe} (train, predict, export, reload) -> {out}")
+    return 0
