@@ -47,8 +47,9 @@ def mm_token_type_ids(model, input_ids):
     return types
 
 
-def patch_trainer_prediction_step(trainer_class) -> None:
+def patch_trainer_prediction_step(trainer_module) -> None:
     """CustomSeq2SeqTrainer.prediction_step: generation inputs get token types, not collator positions."""
+    trainer_class = trainer_module.CustomSeq2SeqTrainer
     original = trainer_class.prediction_step
 
     @functools.wraps(original)
@@ -63,8 +64,9 @@ def patch_trainer_prediction_step(trainer_class) -> None:
     trainer_class.prediction_step = prediction_step
 
 
-def patch_chat_engine(engine_class) -> None:
+def patch_chat_engine(engine_module) -> None:
     """HuggingfaceEngine._process_args (chat, webchat, api): add token types to the generate kwargs."""
+    engine_class = engine_module.HuggingfaceEngine
     original = engine_class._process_args  # a staticmethod, read as a plain function
 
     @functools.wraps(original)

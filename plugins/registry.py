@@ -23,8 +23,8 @@ MODEL_GROUPS: dict[str, tuple[str, str]] = {}
 COMPOSITE_MODELS: dict[str, dict[str, list[str]]] = {}
 # model_type -> ("module:ConfigClass", "module:ModelClass") registered with transformers' Auto classes
 ARCHITECTURES: dict[str, tuple[str, str]] = {}
-# fixes of LLaMA-Factory behaviour our recipes depend on: its module -> (class, "module:function(class)")
-PATCHES: dict[str, tuple[str, str]] = {}
+# fixes of LLaMA-Factory behaviour our recipes depend on: its module -> "module:function(that module)"
+PATCHES: dict[str, str] = {}
 
 
 def register_template(name: str, factory: Callable[[], dict[str, object]]) -> None:
@@ -47,9 +47,9 @@ def register_architecture(model_type: str, config_class: str, model_class: str) 
     ARCHITECTURES[model_type] = (config_class, model_class)
 
 
-def register_patch(module: str, target: str, patch: str) -> None:
-    """Call `patch(getattr(module, target))` once, right after LLaMA-Factory imports `module`."""
-    PATCHES[module] = (target, patch)
+def register_patch(module: str, patch: str) -> None:
+    """Call `patch(module)` once, right after LLaMA-Factory imports `module` (before other modules import from it)."""
+    PATCHES[module] = patch
 
 
 def _load(path: str):
@@ -110,9 +110,11 @@ register_composite_model(
 )
 # LLaMA-Factory 0.9.5 generates from M-RoPE models (Qwen2/2.5/3-VL) with 1-D image positions on transformers 5:
 # predictions and chat answers then ignore where things are in the image (see plugins/mrope_generation.py).
-register_patch("llamafactory.train.sft.trainer", "CustomSeq2SeqTrainer",
-               "vlmrecipes.plugins.mrope_generation:patch_trainer_prediction_step")
-register_patch("llamafactory.chat.hf_engine", "HuggingfaceEngine", "vlmrecipes.plugins.mrope_generation:patch_chat_engine")
+register_patch("llamafactory.train.sft.trainer", "vlmrecipes.plugins.mrope_generation:patch_trainer_prediction_step")
+register_patch("llamafactory.chat.hf_engine", "vlmrecipes.plugins.mrope_generation:patch_chat_engine")
+# LlamaBoard 0.9.5 rewrites its user config in place while another request reads it: picking a model can then
+# leave the previous model's path in the form (see plugins/llamaboard_config.py).
+register_patch("llamafactory.webui.common", "vlmrecipes.plugins.llamaboard_config:patch_user_config")
 
 # model_type "llava" is already a composite model in LLaMA-Factory (vision_tower / multi_modal_projector /
 # language_model), and the recipes' hub models (Qwen2.5-VL, Qwen3-VL, Qwen2.5-Omni) are already in its model
@@ -190,11 +192,10 @@ def apply_architectures() -> None:
 def apply_patch(module_name: str) -> None:
     import importlib
 
-    target, patch = PATCHES[module_name]
-    cls = getattr(importlib.import_module(module_name), target)
-    if not cls.__dict__.get("_vlmr_patched", False):  # idempotent, and not inherited by subclasses
-        _load(patch)(cls)
-        cls._vlmr_patched = True
+    module = importlib.import_module(module_name)
+    if not getattr(module, "_vlmr_patched", False):  # idempotent
+        _load(PATCHES[module_name])(module)
+        module._vlmr_patched = True
 
 
 HOOKS: dict[str, Callable[[], None]] = {

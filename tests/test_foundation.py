@@ -64,6 +64,50 @@ def test_register_all_is_idempotent():
     assert result(_python(code)) == ["True", "True"]
 
 
+# A save of LlamaBoard's user config held in the middle of its write while the model-path lookup of the same
+# click reads the file (what two concurrent requests do on a loaded server): the reader must see a whole file.
+LLAMABOARD_RACE = """
+import os, sys, threading
+os.chdir(sys.argv[1])
+from llamafactory.webui import common
+from llamafactory.webui.components import top
+assert top.save_config is common.save_config  # the form calls the same function we test
+common.save_config("en", "huggingface", "Qwen2.5-VL-3B-Instruct")
+inside, release = threading.Event(), threading.Event()
+dump = common.safe_dump
+def held_dump(data, stream):
+    inside.set(); release.wait(30); dump(data, stream)
+common.safe_dump = held_dump
+writer = threading.Thread(target=common.save_config, args=("en", "huggingface", "Qwen2.5-Omni-7B"))
+writer.start(); inside.wait(30)
+try:
+    seen = common.get_model_path("Qwen2.5-VL-3B-Instruct")
+except Exception as err:
+    seen = type(err).__name__
+release.set(); writer.join()
+common.safe_dump = dump
+open(common._get_config_path(), "w").close()  # an empty file left by a crash mid-write
+try:
+    after_crash = common.get_model_path("Qwen2.5-Omni-7B")
+except Exception as err:
+    after_crash = type(err).__name__
+print("RESULT", seen, after_crash)
+"""
+
+
+def test_llamaboard_model_pick_reads_a_whole_user_config(tmp_path):
+    def result(**env: str) -> list[str]:
+        proc = subprocess.run([PY, "-c", LLAMABOARD_RACE, str(tmp_path)], env=cli_env(**env), capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return next(line for line in proc.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
+
+    # Upstream: the half-written file reads as None and the lookup raises, so the form keeps the old path.
+    assert result(VLMR_NO_AUTOLOAD="1")[0] == "TypeError"
+    # Fixed: the reader sees the previous whole file; an empty file left by a crash reads as the defaults.
+    assert result() == ["Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-Omni-7B"]
+
+
 def test_doctor_green_after_install():
     proc = run_cli(["vlmr", "doctor"])
     assert "hook           active" in proc.stdout

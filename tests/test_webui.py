@@ -160,6 +160,7 @@ def _choose(page: Page, label: str, value: str) -> None:
 def _expect_model_fills(page: Page, model: str, hub_id: str, template: str | None) -> None:
     """Selecting `model` fills the model path with `hub_id` and (if given) the template field with `template`."""
     _choose(page, "Model name", model)
+    sync_api.expect(_field(page, "Model name")).to_have_value(model, timeout=UI_TIMEOUT_MS)
     sync_api.expect(_field(page, "Model path")).to_have_value(hub_id, timeout=UI_TIMEOUT_MS)
     if template is not None:
         sync_api.expect(_field(page, "Chat template")).to_have_value(template, timeout=UI_TIMEOUT_MS)

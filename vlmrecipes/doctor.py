@@ -71,8 +71,7 @@ def check() -> tuple[dict[str, list[str]], list[str]]:
     from llamafactory.model.model_utils.visual import COMPOSITE_MODELS
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    patched = {m for m, (target, _) in registry.PATCHES.items()
-               if getattr(importlib.import_module(m), target).__dict__.get("_vlmr_patched")}
+    patched = {m for m in registry.PATCHES if getattr(importlib.import_module(m), "_vlmr_patched", False)}
     landed = {
         "templates": TEMPLATES,
         "mm_plugins": PLUGINS,
