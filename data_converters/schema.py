@@ -46,12 +46,12 @@ POLICY_REASONS = frozenset({FILTERED, OVER_CLASS_CAP})
 class ImageRef:
     """One image of a sample and the stable name it gets under the output `media/` folder.
 
-    `source` is a file on disk, encoded bytes (Parquet/zip/CSV sources), or an already decoded PIL image
+    `source` is a file on disk (str or Path), encoded bytes (Parquet/zip/CSV sources), or an already decoded PIL image
     (a face crop, FER2013's pixel string). `name` is relative (e.g. "train2017/000000000009.jpg"); two
     samples naming the same image share one media file.
     """
 
-    source: Union[Path, bytes, Any]
+    source: Union[str, Path, bytes, Any]
     name: str
 
 
