@@ -12,7 +12,7 @@ This file imports only transformers: it is copied next to saved checkpoints (`au
 
 from __future__ import annotations
 
-from transformers import AutoConfig, Qwen2_5_VLConfig
+from transformers import Qwen2_5_VLConfig
 
 
 class MultiwayQwen2_5_VLConfig(Qwen2_5_VLConfig):
@@ -94,10 +94,8 @@ class MultiwayQwen2_5_VLConfig(Qwen2_5_VLConfig):
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef}")
 
 
-# Saved configs carry auto_map + this file (loadable with trust_remote_code=True).
+# Saved configs carry auto_map + this file (loadable with trust_remote_code=True). With the plugin installed,
+# AutoConfig finds the class through vlm-recipes' registry (plugins/registry.py) instead.
 MultiwayQwen2_5_VLConfig.register_for_auto_class()
-# Also registered by vlm-recipes' registry hook, which cannot see this class when the hook fires while this file
-# (or the transformers config it subclasses) is still being imported: register here too (idempotent).
-AutoConfig.register(MultiwayQwen2_5_VLConfig.model_type, MultiwayQwen2_5_VLConfig, exist_ok=True)
 
 __all__ = ["MultiwayQwen2_5_VLConfig"]

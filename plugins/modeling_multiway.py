@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForImageTextToText
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
@@ -411,10 +410,6 @@ class MultiwayQwen2_5_VLForConditionalGeneration(MultiwayQwen2_5_VLPreTrainedMod
 
 # Saved checkpoints carry auto_map + this file and its config file (loadable with trust_remote_code=True).
 MultiwayQwen2_5_VLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-# Importing this file first imports transformers' modeling_auto, whose registration hook (vlm-recipes' registry)
-# then cannot see these classes yet: register the model class here too (idempotent, transformers-only).
-AutoModelForImageTextToText.register(MultiwayQwen2_5_VLConfig, MultiwayQwen2_5_VLForConditionalGeneration,
-                                     exist_ok=True)
 
 __all__ = [
     "MultiwayQwen2_5_VLForConditionalGeneration",

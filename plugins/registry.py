@@ -163,30 +163,53 @@ def apply_composite_models() -> None:
             visual._register_composite_model(model_type=model_type, **keys)
 
 
-def apply_architectures() -> None:
+def _architecture_module(model_type: str):
+    """`transformers.models.<model_type>`: where transformers' lazy Auto mappings import a model type's classes.
+
+    A module of attributes resolved on first access (PEP 562), so that registering costs no import of our
+    modeling code: the hooks below fire while transformers is still importing itself (its auto modules are
+    imported from the middle of `configuration_qwen2_5_vl`, `modeling_utils`, ...), when the Qwen2.5-VL
+    classes ours subclass may not exist yet.
+    """
     import sys
+    import types
 
-    from transformers import AutoConfig, AutoModelForImageTextToText
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    name = f"transformers.models.{model_type}"
+    if name not in sys.modules:
+        classes = {path.rpartition(":")[2]: path for path in ARCHITECTURES[model_type]}
 
+        def resolve(attr: str):
+            if attr not in classes:
+                raise AttributeError(f"module {name!r} (vlm-recipes) has no attribute {attr!r}")
+            return _load(classes[attr])
+
+        module = types.ModuleType(name, f"vlm-recipes' {model_type} classes, imported on first use")
+        module.__getattr__ = resolve
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def apply_config_names() -> None:
+    """AutoConfig: each model type names its config class, as transformers' own models do (strings only)."""
+    from transformers.models.auto import configuration_auto
+
+    for model_type, (config_path, _) in ARCHITECTURES.items():
+        _architecture_module(model_type)
+        configuration_auto.CONFIG_MAPPING_NAMES.setdefault(model_type, config_path.rpartition(":")[2])
+
+
+def apply_model_names() -> None:
+    """AutoModelForImageTextToText (LLaMA-Factory's loader for vision-language models): the model class name.
+
+    modeling_auto builds its mappings from CONFIG_MAPPING_NAMES, which the hook above filled first (modeling_auto
+    imports configuration_auto); the reverse entry covers a hook installed after both were imported.
+    """
+    from transformers.models.auto import modeling_auto
+
+    mapping = modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
     for model_type, (config_path, model_path) in ARCHITECTURES.items():
-        module = sys.modules.get(model_path.partition(":")[0])
-        if module is not None and getattr(module.__spec__, "_initializing", False):
-            # This hook fired while the modeling file itself was being imported (its transformers imports load
-            # modeling_auto): its classes do not exist yet, so the file registers them at its end.
-            continue
-        try:
-            config_class, model_class = _load(config_path), _load(model_path)
-        except (ImportError, AttributeError) as err:
-            # The hook fired in the middle of transformers importing the very config our class subclasses
-            # (e.g. `from transformers import Qwen2_5_VLConfig` first): our files register themselves when
-            # they are imported later.
-            if "partially initialized" in repr(err.__cause__ or err.__context__ or err):
-                continue
-            raise
-        if model_type not in CONFIG_MAPPING:
-            AutoConfig.register(model_type, config_class)
-        AutoModelForImageTextToText.register(config_class, model_class, exist_ok=True)
+        modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.setdefault(model_type, model_path.rpartition(":")[2])
+        mapping._reverse_config_mapping.setdefault(config_path.rpartition(":")[2], model_type)
 
 
 def apply_patch(module_name: str) -> None:
@@ -202,7 +225,8 @@ HOOKS: dict[str, Callable[[], None]] = {
     "llamafactory.data.template": apply_templates,
     "llamafactory.extras.constants": apply_model_groups,
     "llamafactory.model.model_utils.visual": apply_composite_models,
-    "transformers.models.auto.modeling_auto": apply_architectures,
+    "transformers.models.auto.configuration_auto": apply_config_names,
+    "transformers.models.auto.modeling_auto": apply_model_names,
 }
 
 

@@ -144,6 +144,28 @@ def test_save_and_reload_with_remote_code_only(tiny, tmp_path):
     assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
 
 
+# What a user may have imported before loading a Multiway checkpoint; transformers imports its Auto modules from the
+# middle of each of these, which is when the plugin's hooks fire.
+IMPORTED_FIRST = ["pass", "from transformers import Qwen2_5_VLConfig",
+                  "import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "from transformers import PreTrainedModel",
+                  "import llamafactory.model.loader"]
+
+
+@pytest.mark.parametrize("first", IMPORTED_FIRST)
+def test_plugin_loads_checkpoints_without_remote_code_whatever_was_imported_first(tiny, first):
+    """The installed plugin alone resolves model_type multiway_qwen2_5_vl: no trust_remote_code, no import of ours."""
+    script = (
+        f"{first}\n"
+        "from transformers import AutoConfig, AutoModelForImageTextToText\n"
+        f"config = AutoConfig.from_pretrained(r'{tiny}')\n"
+        f"model = AutoModelForImageTextToText.from_pretrained(r'{tiny}')\n"
+        "print('RESULT', type(config).__module__, type(model).__module__)\n"
+    )
+    proc = run_cli([sys.executable, "-c", script])
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
+    assert result == ["vlmrecipes.plugins.configuration_multiway", "vlmrecipes.plugins.modeling_multiway"]
+
+
 def test_config_validation():
     from vlmrecipes.plugins.configuration_multiway import MultiwayQwen2_5_VLConfig
 
