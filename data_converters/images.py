@@ -9,11 +9,16 @@ a bad image becomes one line of the skip report instead of a crash hours into tr
 - decompression bombs: width x height above `max_image_pixels` -> `image_too_large`, checked from the
   header before any pixel is decoded;
 - wrong file extension: the format is sniffed from the bytes; `extension()` gives the right one;
-- EXIF orientation is applied (the pixels are rotated as a viewer shows them; processors ignore EXIF);
-- animated GIF/WebP/APNG: the first frame;
-- CMYK, YCbCr, LAB -> RGB; palette (with or without transparency), LA, RGBA -> composited on white;
-- 16-bit grayscale (`I;16*`, `I`) -> 8-bit by the PNG sample-depth scaling (value * 255 / 65535);
-  32-bit float `F` -> clipped to [0, 255].
+- what the model sees: `model_image` is the one rule from a decoded file to pixels, shared with the
+  registered LLaMA-Factory patch (`plugins/image_decode.py`), so a converted image and a referenced one reach
+  the model alike:
+  - EXIF orientation is applied (the pixels are rotated as a viewer shows them; processors ignore EXIF);
+  - animated GIF/WebP/APNG: the first frame;
+  - 16-bit and 32-bit greys (`I;16`, `I;16B`, `I;16L`, `I`, `F`) -> 8 bits by the image's own range
+    (min -> 0, max -> 255, linear): Pillow's own conversion clips every value above 255 to white. A
+    calibrated window (CT Hounsfield units) is the user's choice: `vlmr convert ct` or windowing by hand;
+  - transparency (palette, LA, PA, RGBA, a tRNS colour) composited on white, as qwen-vl-utils' `to_rgb` does;
+  - CMYK, YCbCr, LAB, HSV, 1, L -> RGB by Pillow (16-bit RGB files are read by Pillow as 8-bit RGB already).
 """
 
 from __future__ import annotations
@@ -76,12 +81,29 @@ def read_bytes(source: Union[Path, bytes]) -> bytes:
     return data
 
 
+def classify(exc: BaseException, what: str, source: Any = None) -> ImageError:
+    """The ImageError (reason, detail with the fix) for an exception Pillow raised while opening or decoding."""
+    from PIL import Image
+
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(MISSING_IMAGE, f"{what} does not exist: check the path (relative paths resolve against "
+                                         "media_dir, by default the dataset dir)")
+    if isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
+        return ImageError(EMPTY_IMAGE_FILE, f"{what} is zero bytes: re-download or drop the file")
+    if isinstance(exc, Image.DecompressionBombError):
+        return ImageError(IMAGE_TOO_LARGE, f"{what}: {exc}: downscale it first")
+    if isinstance(exc, OSError) and ("truncated" in str(exc) or "broken data stream" in str(exc)):
+        return ImageError(TRUNCATED_IMAGE, f"{what}: {exc}: re-download or re-export the file, or drop it")
+    return ImageError(UNREADABLE_IMAGE, f"{what}: {type(exc).__name__}: {exc}: re-download or re-export the file "
+                                        "(PNG or JPEG), or drop it")
+
+
 def load_rgb(source: Union[Path, bytes, Any], *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> LoadedImage:
     """Decode `source` (path, encoded bytes or a PIL image) to RGB, or raise ImageError with a reason."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if isinstance(source, Image.Image):
-        return LoadedImage(_to_rgb(source), "PNG", unchanged=False)
+        return LoadedImage(model_image(source).convert("RGB"), "PNG", unchanged=False)
     what = "image bytes" if isinstance(source, (bytes, bytearray)) else str(source)
     data = read_bytes(source)
     with warnings.catch_warnings():
@@ -95,48 +117,64 @@ def load_rgb(source: Union[Path, bytes, Any], *, max_image_pixels: int = DEFAULT
                 raise ImageError(IMAGE_TOO_LARGE, f"{what} is {width}x{height} = {width * height} pixels, above the "
                                                   f"{max_image_pixels} limit: downscale it first")
             fmt = img.format or "PNG"
-            img.seek(0)  # animated formats: the first frame
-            img.load()
+            unchanged = img.mode == "RGB" and fmt in ("JPEG", "PNG") and _orientation(img) == 1
+            rgb = model_image(img).convert("RGB")
         except ImageError:
             raise
-        except OSError as exc:
-            reason = TRUNCATED_IMAGE if "truncated" in str(exc) or "broken data stream" in str(exc) else UNREADABLE_IMAGE
-            raise ImageError(reason, f"{what}: {exc}: re-download or drop the file")
-        except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise ImageError(UNREADABLE_IMAGE, f"{what}: {exc}: re-download or drop the file")
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+            raise classify(exc, what) from exc
         finally:
             Image.MAX_IMAGE_PIXELS = previous
-    orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation tag; 1 = as stored
-    unchanged = img.mode == "RGB" and fmt in ("JPEG", "PNG") and orientation == 1
-    if orientation != 1:
+    return LoadedImage(rgb, fmt, unchanged)
+
+
+# Modes whose samples exceed 8 bits: Pillow's convert("RGB") clips them at 255 (white) instead of scaling.
+HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+# Image.info key under which `model_image` records a lossy rescale, for `vlmr validate` to report
+# (Pillow copies `info` through convert() and resize(), so it survives LLaMA-Factory's own preprocessing).
+RESCALED_KEY = "vlmr_rescaled_from"
+
+
+def _orientation(img: Any) -> int:
+    return img.getexif().get(0x0112, 1)  # EXIF Orientation tag; 1 = as stored
+
+
+def model_image(img: Any) -> Any:
+    """The image as the model should see it, in a mode Pillow converts to RGB without loss of content.
+
+    First frame of an animation, EXIF orientation applied, high-bit-depth greys rescaled to 8 bits by their
+    own range (recorded in `info[RESCALED_KEY]` as "MODE lo..hi"), transparency composited on white.
+    """
+    from PIL import Image, ImageOps
+
+    img.seek(0)  # animated GIF/WebP/APNG: the first frame, whatever frame a caller left it at
+    if _orientation(img) != 1:
         img = ImageOps.exif_transpose(img)
-    return LoadedImage(_to_rgb(img), fmt, unchanged)
-
-
-def _to_rgb(img: Any) -> Any:
-    """Any PIL mode -> RGB: transparency composited on white, 16/32-bit greys rescaled to 8 bits."""
-    from PIL import Image
-
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        import numpy as np
-
-        # (H, W) integers; "I" is how PIL opens 16-bit PNGs; PNG scales samples to the full bit depth.
-        grey = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
-        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")  # (H, W) uint8 -> L
-    if img.mode == "F":
-        import numpy as np
-
-        grey = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if img.mode in HIGH_BIT_DEPTH_MODES:
+        grey, (low, high) = rescale_to_8bit(img)
+        rescaled = Image.fromarray(grey)  # (H, W) uint8 -> mode L
+        rescaled.info[RESCALED_KEY] = f"{img.mode} {low:g}..{high:g}"
+        return rescaled
+    if img.mode in ALPHA_MODES or "transparency" in img.info:  # "transparency": a palette or tRNS colour key
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img
+
+
+def rescale_to_8bit(img: Any) -> tuple[Any, tuple[float, float]]:
+    """(H, W) uint8 array of a 16/32-bit integer or float grey image, its finite min -> 0 and max -> 255
+    (linear, rounded); NaN and infinities -> 0; a uniform image -> 0. Also returns (min, max)."""
+    import numpy as np
+
+    values = np.asarray(img, dtype=np.float64)  # (H, W); I;16B's big-endian samples read by value
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, np.uint8), (0.0, 0.0)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.rint(np.where(finite, scaled, 0.0)).astype(np.uint8), (low, high)
 
 
 def resize_to_max_pixels(img: Any, max_pixels: int) -> Any:

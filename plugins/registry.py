@@ -115,6 +115,13 @@ register_patch("llamafactory.chat.hf_engine", "vlmrecipes.plugins.mrope_generati
 # LlamaBoard 0.9.5 rewrites its user config in place while another request reads it: picking a model can then
 # leave the previous model's path in the form (see plugins/llamaboard_config.py).
 register_patch("llamafactory.webui.common", "vlmrecipes.plugins.llamaboard_config:patch_user_config")
+# LLaMA-Factory 0.9.5's image loader clips 16-bit and float images to white or black, ignores EXIF rotation and
+# drops transparency; a broken image fails with a bare Pillow error (see plugins/image_decode.py).
+register_patch("llamafactory.data.mm_plugin", "vlmrecipes.plugins.image_decode:patch_image_loading")
+# transformers 5.6.0 (the newest LLaMA-Factory 0.9.5 accepts) crashes in flash_attention_forward on every model
+# without attention sinks, i.e. at the first forward of each `flash_attn: fa2` recipe (see plugins/flash_attention.py).
+register_patch("transformers.integrations.flash_attention",
+               "vlmrecipes.plugins.flash_attention:patch_flash_attention_forward")
 
 # model_type "llava" is already a composite model in LLaMA-Factory (vision_tower / multi_modal_projector /
 # language_model), and the recipes' hub models (Qwen2.5-VL, Qwen3-VL, Qwen2.5-Omni) are already in its model
