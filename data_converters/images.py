@@ -81,6 +81,17 @@ def read_bytes(source: Union[Path, bytes]) -> bytes:
     return data
 
 
+def source_name(image: Any) -> str:
+    """How an image input of LLaMA-Factory's mm_plugin (path, bytes, {"bytes", "path"}, file, PIL image) is named."""
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, dict):
+        return str(image.get("path") or "embedded image bytes")
+    if isinstance(image, (bytes, bytearray)):
+        return "image bytes"
+    return str(getattr(image, "filename", "") or getattr(image, "name", "") or type(image).__name__)
+
+
 def classify(exc: BaseException, what: str, source: Any = None) -> ImageError:
     """The ImageError (reason, detail with the fix) for an exception Pillow raised while opening or decoding."""
     from PIL import Image

@@ -5,7 +5,12 @@ validate checks every record (JSON Lines, or Parquet with embedded images) and p
 - UTF-8 bytes, JSON syntax; roles alternate user/assistant, no empty turn, one `<image>` per image
   (`schema.check_messages`, LLaMA-Factory's own rules); `<image>` written inside an assistant/system turn;
 - every image: no absolute path, no `../` escape and no symlink leaving the media dir (unless
-  `--allow-absolute`), exists and decodes (`images.load_rgb`).
+  `--allow-absolute`), then decoded by LLaMA-Factory's own loader (`ImageChecker`: the recipe template's
+  `mm_plugin._regularize_images` with its `image_max_pixels`/`image_min_pixels`), so what is checked is the
+  image the model is fed, pixel for pixel. Errors: it cannot be loaded (missing, empty, truncated, not an
+  image, a decompression bomb), or a 16/32-bit image is clipped to white or black because the vlm-recipes
+  patch is not loaded. Warnings (`FILE:LINE: warning: ...`, exit status unchanged): a 16/32-bit image
+  rescaled to 8 bits by its own range, or an image fed as over 99% pure white or black.
 With `--recipe`, the record's token length is computed with the recipe's real tokenizer, processor, template
 and mm_plugin (LLaMA-Factory's `SupervisedDatasetProcessor` path: `process_messages` expands each `<image>` to
 its image tokens, then `encode_multiturn`), and records longer than `cutoff_len` are counted: LLaMA-Factory
@@ -17,15 +22,18 @@ stats prints the token-length distribution of a recipe's datasets and recommends
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vlmrecipes.data_converters.images import ImageError, load_rgb
+import numpy as np
+
+from vlmrecipes.data_converters.images import HIGH_BIT_DEPTH_MODES, RESCALED_KEY, ImageError, classify, source_name
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN, check_messages
 from vlmrecipes.paths import DATASET_DIR
 
@@ -92,55 +100,148 @@ def _normalized(record: dict, ds: DatasetFile) -> tuple[Any, list]:
     return messages, images if isinstance(images, list) else [images]
 
 
-def check_image(image: Any, media_dir: Path, allow_absolute: bool) -> str | None:
-    """Why this image entry is unusable (with the fix), or None."""
-    if isinstance(image, dict):  # Parquet: embedded bytes
-        source = image.get("bytes")
-        if source is None:
-            return "image entry has no bytes: re-convert with --format parquet"
-    else:
-        if not isinstance(image, str):
-            return f"image entry {image!r:.60} is not a path"
-        rel = Path(image)
-        if not allow_absolute and (rel.is_absolute() or ".." in rel.parts):
-            return f"image path {image} is absolute or escapes the media dir: make it relative to {media_dir} " \
-                   "(or pass --allow-absolute)"
-        source = rel if rel.is_absolute() else media_dir / rel
-        if not allow_absolute and source.exists() and not source.resolve().is_relative_to(media_dir.resolve()):
-            return f"image {image} is a symlink leaving {media_dir}: copy the file in (or pass --allow-absolute)"
+class ImageChecker:
+    """Decodes images with LLaMA-Factory's own loader: the recipe template's `mm_plugin._regularize_images` with
+    the recipe's `image_max_pixels` / `image_min_pixels` (LLaMA-Factory's defaults without a recipe), i.e. the
+    exact RGB image the image processor receives in training, with our patch when the plugin is loaded."""
+
+    def __init__(self, recipe: dict[str, Any] | None = None):
+        from llamafactory.data.mm_plugin import get_mm_plugin
+        from llamafactory.data.template import TEMPLATES
+        from llamafactory.hparams import ModelArguments
+
+        recipe = recipe or {}
+        name = recipe.get("template")
+        if name is not None and name not in TEMPLATES:
+            raise SystemExit(f"error: the recipe's template {name!r} is not a LLaMA-Factory template")
+        self.plugin = TEMPLATES[name].mm_plugin if name else get_mm_plugin("base")
+        defaults = {f.name: f.default for f in fields(ModelArguments) if f.name in PIXEL_LIMITS}
+        self.pixel_limits = {key: int(recipe.get(key, defaults[key])) for key in PIXEL_LIMITS}
+
+    def decode(self, source: Any) -> Any:
+        """The PIL RGB image LLaMA-Factory feeds the image processor for `source` (path str, bytes or dict)."""
+        return self.plugin._regularize_images([source], **self.pixel_limits)["images"][0]
+
+    def check(self, source: Any, name: str) -> tuple[str | None, str | None]:
+        """(error, warning) for one image: what LLaMA-Factory cannot load, or what it loads lossily."""
+        try:
+            image = self.decode(source)
+        except ImageError as exc:  # our patch of the loader names the reason and the fix
+            return f"{exc.reason}: {exc.detail}", None
+        except Exception as exc:  # the unpatched loader raises Pillow's own errors
+            error = classify(exc, name, source)
+            return f"{error.reason}: {error.detail}", None
+        rescaled = image.info.get(RESCALED_KEY)
+        if rescaled:
+            mode, value_range = rescaled.split(" ")
+            return None, (f"{name}: {mode} image (values {value_range}) rescaled by its own range to 8 bits for the "
+                          "model, so its contrast depends on each image's min and max: for a calibrated window "
+                          "(CT: Hounsfield units) window it to 8 bits yourself or use `vlmr convert ct`")
+        pixels = np.asarray(image)  # (H, W, 3) uint8
+        for value, colour in ((255, "white"), (0, "black")):
+            share = float((pixels == value).all(axis=-1).mean())
+            if share > DEGENERATE_SHARE:
+                what = f"{name}: LLaMA-Factory feeds this image to the model {share:.1%} pure {colour}"
+                mode = _source_mode(source)
+                if mode in HIGH_BIT_DEPTH_MODES:
+                    return (f"clipped_image: {what}: its {mode} samples are clipped at 255 because the vlm-recipes "
+                            "plugin is not loaded (run `vlmr doctor`; `vlmr install-hook` for an editable install), "
+                            "or window it to 8 bits yourself (`vlmr convert ct` for CT)"), None
+                return None, f"{what}: if that is not its content, re-export it as 8-bit PNG or JPEG"
+        return None, None
+
+
+PIXEL_LIMITS = ("image_max_pixels", "image_min_pixels")
+# Above this share of pure white (or black) pixels an image is reported: what clipping produces (99.6% for a
+# 16-bit 0..60000 ramp), and rare for real content.
+DEGENERATE_SHARE = 0.99
+
+
+def _source_mode(source: Any) -> str | None:
+    """The Pillow mode of the file as stored (header only)."""
+    from PIL import Image
+
     try:
-        load_rgb(source)
-    except ImageError as exc:
-        return f"{exc.reason}: {exc.detail}"
-    return None
+        data = source.get("bytes") if isinstance(source, dict) else None
+        with Image.open(io.BytesIO(data) if data is not None else source) as img:
+            return img.mode
+    except Exception:  # unreadable: already reported by the decode
+        return None
+
+
+def image_source(image: Any, media_dir: Path, allow_absolute: bool) -> tuple[Any, str | None]:
+    """(what LLaMA-Factory's loader is given for this image entry, or None; why it is unusable, with the fix)."""
+    if isinstance(image, dict):  # Parquet: embedded bytes
+        if image.get("bytes") is None:
+            return None, "image entry has no bytes: re-convert with --format parquet"
+        return image, None
+    if not isinstance(image, str):
+        return None, f"image entry {image!r:.60} is not a path"
+    rel = Path(image)
+    if not allow_absolute and (rel.is_absolute() or ".." in rel.parts):
+        return None, (f"image path {image} is absolute or escapes the media dir: make it relative to {media_dir} "
+                      "(or pass --allow-absolute)")
+    source = rel if rel.is_absolute() else media_dir / rel
+    if not allow_absolute and source.exists() and not source.resolve().is_relative_to(media_dir.resolve()):
+        return None, f"image {image} is a symlink leaving {media_dir}: copy the file in (or pass --allow-absolute)"
+    return str(source), None  # a str: LLaMA-Factory opens str paths, not Path objects
+
+
+@dataclass
+class Report:
+    """Records checked, and the problem lines in file order (errors and `warning:` lines)."""
+
+    count: int = 0
+    lines: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def error(self, line: str) -> None:
+        self.lines.append(line)
+        self.errors.append(line)
+
+    def warn(self, line: str) -> None:
+        self.lines.append(line)
+        self.warnings.append(line)
 
 
 def validate(ds: DatasetFile, media_dir: Path, allow_absolute: bool = False) -> tuple[int, list[str]]:
-    """(records checked, error lines)."""
-    errors, count = [], 0
+    """(records checked, error lines), images decoded with LLaMA-Factory's default settings."""
+    report = check_dataset(ds, media_dir, allow_absolute, ImageChecker())
+    return report.count, report.errors
+
+
+def check_dataset(ds: DatasetFile, media_dir: Path, allow_absolute: bool, checker: ImageChecker) -> Report:
+    """Every record of `ds`, its images decoded by `checker`."""
+    report = Report()
     for lineno, record in iter_file(ds.path):
-        count += 1
+        report.count += 1
         where = f"{ds.path}:{lineno}"
         if isinstance(record, str) or not isinstance(record, dict):
-            errors.append(f"{where}: {record if isinstance(record, str) else 'not a JSON object'}")
+            report.error(f"{where}: {record if isinstance(record, str) else 'not a JSON object'}")
             continue
         messages, images = _normalized(record, ds)
         # Checked before the placeholder count, which it would otherwise surface as a confusing mismatch.
         misplaced = [t.get("role") for t in messages if isinstance(t, dict) and t.get("role") != "user"
                      and IMAGE_TOKEN in str(t.get("content"))] if isinstance(messages, list) else []
         if misplaced:
-            errors.append(f"{where}: {IMAGE_TOKEN} written inside a {misplaced[0]} turn: LLaMA-Factory would treat "
-                          "it as an image; remove or rephrase it")
+            report.error(f"{where}: {IMAGE_TOKEN} written inside a {misplaced[0]} turn: LLaMA-Factory would "
+                                 "treat it as an image; remove or rephrase it")
             continue
         problem = check_messages(messages, len(images))
         if problem:
-            errors.append(f"{where}: {problem[0]}: {problem[1]}")
+            report.error(f"{where}: {problem[0]}: {problem[1]}")
             continue
         for image in images:
-            problem = check_image(image, media_dir, allow_absolute)
-            if problem:
-                errors.append(f"{where}: {problem}")
-    return count, errors
+            source, error = image_source(image, media_dir, allow_absolute)
+            warning = None
+            if source is not None:
+                error, warning = checker.check(source, image if isinstance(image, str) else source_name(image))
+            if error:
+                report.error(f"{where}: {error}")
+            if warning:
+                report.warn(f"{where}: warning: {warning}")
+    return report
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -218,19 +319,19 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     ds = resolve(args.dataset, args.dataset_dir)
     media_dir = args.media_dir or args.dataset_dir
-    count, errors = validate(ds, media_dir, args.allow_absolute)
-    for line in errors:
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    report = check_dataset(ds, media_dir, args.allow_absolute, ImageChecker(recipe))
+    for line in report.lines:
         print(line)
-    print(f"{ds.path}: {count} records, {len(errors)} errors")
-    if args.recipe and not errors:
-        recipe = load_recipe(args.recipe)
+    print(f"{ds.path}: {report.count} records, {len(report.errors)} errors, {len(report.warnings)} warnings")
+    if recipe and not report.errors:
         cutoff = int(recipe.get("cutoff_len", 2048))
         lengths = token_lengths(recipe, ds, media_dir)
         over = sum(length > cutoff for length in lengths)
         print(f"{over} of {len(lengths)} records exceed cutoff_len {cutoff} (longest {max(lengths, default=0)} "
               f"tokens, image tokens included)" + (f": raise cutoff_len to {recommend_cutoff(lengths)} or "
                                                    "lower image_max_pixels" if over else ""))
-    return 1 if errors else 0
+    return 1 if report.errors else 0
 
 
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:

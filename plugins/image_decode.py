@@ -24,18 +24,7 @@ from __future__ import annotations
 
 import functools
 
-from vlmrecipes.data_converters.images import ImageError, classify, model_image
-
-
-def describe(image) -> str:
-    """How an mm_plugin image input (path, bytes, {"bytes", "path"} dict, file object, PIL image) is named."""
-    if isinstance(image, str):
-        return image
-    if isinstance(image, dict):
-        return str(image.get("path") or "embedded image bytes")
-    if isinstance(image, (bytes, bytearray)):
-        return "image bytes"
-    return str(getattr(image, "filename", "") or getattr(image, "name", "") or type(image).__name__)
+from vlmrecipes.data_converters.images import ImageError, classify, model_image, source_name
 
 
 def patch_image_loading(mm_plugin) -> None:
@@ -61,7 +50,7 @@ def patch_image_loading(mm_plugin) -> None:
                 raise
             except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, EOFError, bomb errors
                 source = image.get("path") if isinstance(image, dict) and image.get("bytes") is None else image
-                raise classify(exc, describe(image), source) from exc
+                raise classify(exc, source_name(image), source) from exc
         return {"images": results}
 
     mixin._preprocess_image = _preprocess_image

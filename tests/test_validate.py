@@ -49,7 +49,7 @@ def test_validate_names_file_line_and_fix(tmp_path):
     for lineno, text in expected.items():
         assert any(line.startswith(f"{path}:{lineno}: ") and text in line for line in lines), (lineno, proc.stdout)
     assert not any(line.startswith(f"{path}:1: ") for line in lines)
-    assert lines[-1] == f"{path}: 13 records, 12 errors"
+    assert lines[-1] == f"{path}: 13 records, 12 errors, 0 warnings"
     allowed = run_cli(["vlmr", "validate", str(path), "--dataset-dir", str(tmp_path), "--allow-absolute"], check=False)
     assert "absolute or escapes" not in allowed.stdout and f"{path}:9: " not in allowed.stdout
 
