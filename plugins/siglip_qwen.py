@@ -128,6 +128,30 @@ def _check_image_processor(image_processor, vision_config, source: str) -> None:
         )
 
 
+def llava_config(vision_config, text_config, image_token_id: int, feature_layer: int | None = None):
+    """The LlavaConfig `build` writes for a tower config (a family of TOWERS) and an LM config.
+
+    Also used without checkpoints: `vlmrecipes.realsize` builds the real-size model from stored configs with it.
+    """
+    from transformers import LlavaConfig
+
+    recipe = TOWERS[vision_config.model_type]
+    vision = vision_config.to_dict()
+    if recipe.drop_head:
+        vision[recipe.drop_head] = False
+    patches = (vision_config.image_size // vision_config.patch_size) ** 2
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text_config.to_dict(),
+        image_token_index=image_token_id,
+        image_seq_length=patches + recipe.additional_tokens - (recipe.select_strategy == "default"),
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=recipe.select_strategy,
+        vision_feature_layer=recipe.feature_layer if feature_layer is None else feature_layer,
+        tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+
+
 def build(vision: str | Path, llm: str | Path, out_dir: str | Path, seed: int = 0,
           feature_layer: int | None = None) -> Path:
     """Assemble, save and check the Llava checkpoint of `vision` + `llm` in `out_dir`; returns `out_dir`.
@@ -142,7 +166,6 @@ def build(vision: str | Path, llm: str | Path, out_dir: str | Path, seed: int = 
         AutoModelForCausalLM,
         AutoTokenizer,
         GenerationConfig,
-        LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
     )
@@ -165,17 +188,7 @@ def build(vision: str | Path, llm: str | Path, out_dir: str | Path, seed: int = 
         # embedding (its positions are overwritten by image features), the padding keeps matmuls aligned
         lm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
 
-    patches = (vision_config.image_size // vision_config.patch_size) ** 2
-    config = LlavaConfig(
-        vision_config=vision_config.to_dict(),
-        text_config=lm.config.to_dict(),
-        image_token_index=image_token_id,
-        image_seq_length=patches + recipe.additional_tokens - (recipe.select_strategy == "default"),
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy=recipe.select_strategy,
-        vision_feature_layer=recipe.feature_layer if feature_layer is None else feature_layer,
-        tie_word_embeddings=lm.config.tie_word_embeddings,
-    )
+    config = llava_config(vision_config, lm.config, image_token_id, feature_layer)
     model = LlavaForConditionalGeneration(config)
     model.model.vision_tower.load_state_dict(tower.state_dict(), strict=True)
     model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
