@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from helpers import BIN, cli_env
+from helpers import BIN, REPO, cli_env, run_cli
 
 # A Qwen2.5-VL forward with `flash_attention_2` selected, as LLaMA-Factory's `flash_attn: fa2` selects it: the
 # vision blocks and decoder layers look the attention function up in transformers' dispatch table. flash-attn
@@ -67,3 +67,36 @@ def test_fa2_forward_of_a_sinkless_model_reaches_the_kernel_with_no_sink(tiny_mo
     assert fixed["error"] is None
     assert fixed["forward"] == [None] * fixed["layers"]
     assert fixed["with_sink"] == ["torch.bfloat16"]
+
+
+# LLaMA-Factory's own loader with `flash_attn: fa2`, on the tiny twin of the same class: what a recipe's model runs.
+LLAMAFACTORY_LOAD = """
+import sys
+from llamafactory.hparams import FinetuningArguments, ModelArguments
+from llamafactory.model import load_model, load_tokenizer
+model_args = ModelArguments(model_name_or_path=sys.argv[1], flash_attn="fa2")
+model = load_model(load_tokenizer(model_args)["tokenizer"], model_args, FinetuningArguments())
+print("RESULT", model.config._attn_implementation)
+"""
+
+
+def test_doctor_reports_the_attention_each_recipe_really_gets(tiny_model):
+    from vlmrecipes import recipes
+
+    proc = run_cli(["vlmr", "doctor"])
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert lines["cuda"].split()[:2] == ["cuda", "no"]
+    assert "no CUDA: bf16 recipes need use_cpu" in lines["bf16"]
+    assert lines["flash-attn"].split()[1:3] == ["not", "installed:"]
+    assert lines["liger-kernel"].split()[1:] == ["not", "installed"]
+
+    loaded = subprocess.run([str(BIN / "python"), "-c", LLAMAFACTORY_LOAD, str(tiny_model("qwen2_5_vl"))],
+                            env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    runs = next(line for line in loaded.stdout.splitlines() if line.startswith("RESULT")).split()[1]
+    fa2_recipes = [p for p in recipes.training_recipes() if recipes.load(p).get("flash_attn") == "fa2"]
+    assert fa2_recipes  # 10 of our 15 training recipes ask for FlashAttention-2
+    for path in fa2_recipes:
+        line = lines[str(path.relative_to(REPO))]
+        assert line.split()[1:4] == ["fa2", "->", runs], line
+        assert line.endswith("(LLaMA-Factory: FlashAttention-2 is not installed.)"), line

@@ -1,13 +1,25 @@
-"""`vlmr doctor` and `vlmr install-hook`: is the autoload hook active, and what does it register."""
+"""`vlmr doctor` and `vlmr install-hook`: is the autoload hook active, what does it register, and what can the GPU do.
+
+The GPU section says what this machine really gives each recipe: whether flash-attn, Liger and bf16 are usable,
+and which attention implementation every training recipe ends up with, as LLaMA-Factory decides it
+(`configure_attn_implementation`) and transformers then resolves it when it builds the model. A missing GPU is
+not a problem (the recipes are proven on the CPU by `vlmr smoke`); a GPU that cannot run what a recipe asks is.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
+import logging
 import os
 import shutil
 import sys
 import sysconfig
+from pathlib import Path
+
+from vlmrecipes import realsize, recipes
+from vlmrecipes.paths import HOME
 
 PTH_NAME = "vlmrecipes-autoload.pth"
 FIX = "run `vlmr install-hook` in this environment (an editable install does not ship the .pth), then retry"
@@ -89,6 +101,146 @@ def check() -> tuple[dict[str, list[str]], list[str]]:
     return registry.registered(), problems
 
 
+def _distribution(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
+    """(name -> what this machine can do, problems): CUDA, bf16, flash-attn, Liger."""
+    import torch
+    from transformers.utils import is_flash_attn_2_available
+
+    lines: dict[str, str] = {}
+    problems: list[str] = []
+    cuda = torch.cuda.is_available()
+    if cuda:
+        name = torch.cuda.get_device_name(0)
+        major, minor = torch.cuda.get_device_capability(0)
+        lines["cuda"] = f"{torch.cuda.device_count()} x {name} (compute capability {major}.{minor})"
+        if torch.cuda.is_bf16_supported():
+            lines["bf16"] = "supported"
+        else:
+            lines["bf16"] = "NOT supported"
+            problems.append(f"{name} has no bf16: recipes with `bf16: true` cannot train here; "
+                            "override with `bf16=false fp16=true`")
+    else:
+        lines["cuda"] = f"no (torch {torch.__version__} sees no GPU)"
+        lines["bf16"] = "no CUDA: bf16 recipes need use_cpu (`vlmr smoke` proves them on the CPU)"
+
+    version = _distribution("flash-attn")
+    if version is None:
+        lines["flash-attn"] = "not installed: `flash_attn: fa2` recipes fall back (see attention below)"
+    else:
+        try:
+            import flash_attn  # noqa: F401  (a wheel built for another torch/CUDA fails here, not at install)
+
+            imports = None
+        except Exception as err:  # ImportError, OSError of a missing libcudart, undefined symbols
+            imports = f"{type(err).__name__}: {err}"
+        if imports is not None:
+            lines["flash-attn"] = f"{version} installed but does not import: {imports}"
+            if cuda:
+                problems.append(f"flash-attn {version} does not import ({imports}): `flash_attn: fa2` recipes get "
+                                "FlashAttention-2 from LLaMA-Factory and fail at their first forward; reinstall "
+                                "flash-attn built for this torch and CUDA, or set `flash_attn: sdpa`")
+        elif is_flash_attn_2_available():
+            lines["flash-attn"] = f"{version}, usable"
+        else:
+            lines["flash-attn"] = f"{version} installed, not usable here (needs CUDA and flash-attn >= 2.3.3)"
+
+    version = _distribution("liger-kernel")
+    lines["liger-kernel"] = "not installed" if version is None else (
+        f"{version}" + ("" if cuda else " installed, not usable here (its Triton kernels need CUDA)"))
+    return lines, problems
+
+
+def _checkpoint_config(model: str):
+    """The config LLaMA-Factory loads for `model_name_or_path`: a stored hub checkpoint's, or the local checkpoint's.
+
+    None for a local checkpoint that an earlier step builds and that is not there yet (`vlmr build`, stage 1).
+    """
+    from transformers import AutoConfig
+
+    if realsize.config_path(model).exists():
+        return realsize.pretrained_config(model)
+    local = HOME / model
+    return AutoConfig.from_pretrained(local) if (local / "config.json").exists() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _transformers_resolution(model: str, requested: str | None) -> str:
+    """The attention transformers settles on when it builds `model` with LLaMA-Factory's request (on the meta device)."""
+    from transformers import AutoModelForImageTextToText, AutoModelForTextToWaveform
+
+    config = _checkpoint_config(model)
+    config._attn_implementation = requested  # what configure_attn_implementation set (None: left to transformers)
+    # LLaMA-Factory's loader: image-text models through AutoModelForImageTextToText, Qwen-Omni through
+    # AutoModelForTextToWaveform (it then keeps the thinker).
+    image_text = type(config) in AutoModelForImageTextToText._model_mapping.keys()
+    return realsize.build_on_meta(config, None if image_text else AutoModelForTextToWaveform).config._attn_implementation
+
+
+class _Captured(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def recipe_attention(path: Path) -> tuple[str, str, str | None]:
+    """(flash_attn the recipe asks, the implementation it gets, LLaMA-Factory's words when it did not honour it)."""
+    from llamafactory.extras.constants import AttentionFunction
+    from llamafactory.hparams import ModelArguments
+    from llamafactory.model.model_utils import attention
+    from transformers import PretrainedConfig
+
+    recipe = recipes.load(path)
+    model = str(recipe["model_name_or_path"])
+    asked = str(recipe.get("flash_attn", AttentionFunction.AUTO.value))
+    config = _checkpoint_config(model) or PretrainedConfig()  # a bare one: the model is not built yet
+    model_args = ModelArguments(model_name_or_path=model, flash_attn=AttentionFunction(asked))
+    captured = _Captured()
+    logger = logging.getLogger(attention.__name__)
+    logger.addHandler(captured)
+    logger.propagate = False  # its warnings become our reason column instead of stdout noise
+    try:
+        attention.configure_attn_implementation(config, model_args)
+    finally:
+        logger.removeHandler(captured)
+        logger.propagate = True
+    reason = "; ".join(captured.messages) or None
+    requested = config._attn_implementation
+    if type(config) is PretrainedConfig:
+        return asked, f"{requested or 'transformers default'} (model not built yet: {model})", reason
+    return asked, _transformers_resolution(model, requested), reason
+
+
+def attention_table() -> tuple[list[str], list[str]]:
+    """One line per training recipe (asks -> gets), and the recipes transformers refuses to build as asked."""
+    from transformers.utils import logging as transformers_logging
+
+    lines, problems = [], []
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # dtype / device hints of the meta builds are not findings
+    try:
+        for path in recipes.training_recipes():
+            name = path.relative_to(HOME) if path.is_relative_to(HOME) else path
+            try:
+                asked, gets, reason = recipe_attention(path)
+            except (ImportError, ValueError) as err:
+                problems.append(f"{name}: transformers cannot build its model with the attention it asks: {err}")
+                continue
+            lines.append(f"{str(name):55s} {asked} -> {gets}" + (f" (LLaMA-Factory: {reason})" if reason else ""))
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    return lines, problems
+
+
 def run(args: argparse.Namespace) -> int:
     from vlmrecipes import _autoload
 
@@ -100,6 +252,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for kind, names in items.items():
             print(f"{kind:17s} {', '.join(names) or '-'}")
+    capabilities, gpu_problems = gpu_capabilities()
+    attention_lines, attention_problems = attention_table()
+    problems += gpu_problems + attention_problems
+    if not args.quiet:
+        for name, state in capabilities.items():
+            print(f"{name:14s} {state}")
+        print("attention      per training recipe: flash_attn asked -> implementation the model runs")
+        for line in attention_lines:
+            print(f"  {line}")
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     if not problems and not args.quiet:
