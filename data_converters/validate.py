@@ -138,16 +138,17 @@ class ImageChecker:
                           "model, so its contrast depends on each image's min and max: for a calibrated window "
                           "(CT: Hounsfield units) window it to 8 bits yourself or use `vlmr convert ct`")
         pixels = np.asarray(image)  # (H, W, 3) uint8
-        for value, colour in ((255, "white"), (0, "black")):
-            share = float((pixels == value).all(axis=-1).mean())
+        white, black = (float((pixels == value).all(axis=-1).mean()) for value in (255, 0))
+        mode = _source_mode(source)
+        if mode in HIGH_BIT_DEPTH_MODES:  # decoded without our rescale: the loader is upstream's
+            return (f"clipped_image: {name}: LLaMA-Factory clips the samples of this {mode} image to 0..255 "
+                    f"({white:.1%} of the pixels pure white, {black:.1%} pure black) because the vlm-recipes plugin "
+                    "is not loaded (run `vlmr doctor`; `vlmr install-hook` for an editable install), or window it "
+                    "to 8 bits yourself (`vlmr convert ct` for CT)"), None
+        for share, colour in ((white, "white"), (black, "black")):
             if share > DEGENERATE_SHARE:
-                what = f"{name}: LLaMA-Factory feeds this image to the model {share:.1%} pure {colour}"
-                mode = _source_mode(source)
-                if mode in HIGH_BIT_DEPTH_MODES:
-                    return (f"clipped_image: {what}: its {mode} samples are clipped at 255 because the vlm-recipes "
-                            "plugin is not loaded (run `vlmr doctor`; `vlmr install-hook` for an editable install), "
-                            "or window it to 8 bits yourself (`vlmr convert ct` for CT)"), None
-                return None, f"{what}: if that is not its content, re-export it as 8-bit PNG or JPEG"
+                return None, (f"{name}: LLaMA-Factory feeds this image to the model {share:.1%} pure {colour}: if that "
+                              "is not its content, re-export it as an 8-bit PNG or JPEG")
         return None, None
 
 
