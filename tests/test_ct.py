@@ -1,22 +1,32 @@
-"""`vlmr convert ct`: HU and window golden values, slice order, NIfTI orientation, captions, de-identification.
+"""`vlmr convert ct`: HU and window golden values, slice order, planes and localizers from the geometry, every
+input file accounted for, NIfTI orientation, captions, de-identification.
 
-DICOM series are written here with pydicom (identifying tags filled with marker strings), NIfTI volumes with
-nibabel; nothing is downloaded.
+Real files where they exist: pydicom's bundled test files (CT_small.dcm with its series, geometry or ImageType
+tags changed; RTSTRUCT, RTPLAN, SR, MR, RLE and JPEG-LS files; truncated copies cut from them) and nibabel's
+bundled NIfTI files (reoriented or truncated copies). Golden-value series whose pixels must encode their
+position are written with pydicom (identifying tags filled with marker strings); nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import zlib
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from helpers import run_cli
+from nibabel.testing import data_path as NIBABEL_DATA
 from PIL import Image
+from pydicom.data import get_testdata_file
 
-from vlmrecipes.data_converters.ct import WINDOWS, apply_window, parse_windows, to_hu
+from vlmrecipes.data_converters.ct import WINDOWS, apply_window, iter_records, parse_windows, series_key
+from vlmrecipes.data_converters.schema import Sample, Skipped
 
 # Identifying values planted in every DICOM file: none may appear anywhere in the output.
 MARKERS = {
@@ -86,11 +96,8 @@ def pixels(dataset_dir: Path, record: dict) -> np.ndarray:
     return np.asarray(Image.open(dataset_dir / record["images"][0]))
 
 
-def test_hu_and_window_golden_values():
-    stored = np.array([-1000, 0, 24, 1024, 1064, 1174, 3000], dtype=np.int16)
-    hu = to_hu(stored, 1.0, -1024.0)
-    assert hu.tolist() == [-2024, -1024, -1000, 0, 40, 150, 1976]
-    assert to_hu(np.array([100]), 2.5, -10.0).tolist() == [240.0]
+def test_window_golden_values():
+    hu = np.array([-2024, -1024, -1000, 0, 40, 150, 1976], dtype=np.float64)
     # lung 1500/-600: [-1350, 150] -> 0..255 (x 0.17): -1024 -> 55.42, -1000 -> 59.5 -> 60 (half to even),
     # 0 -> 229.5 -> 230, 40 -> 236.3
     assert apply_window(hu, *WINDOWS["lung"]).tolist() == [0, 55, 60, 230, 236, 255, 255]
@@ -227,3 +234,258 @@ def test_no_identifying_value_in_any_output_byte(tmp_path):
             data += Image.open(io.BytesIO(data)).tobytes()
         leaks += [(str(path), n) for n in needles if n in name or n in data]
     assert leaks == []
+
+
+# ------------------------------------------------------------------------------------------------------
+# real files: every input accounted for, planes and localizers from the geometry
+# ------------------------------------------------------------------------------------------------------
+
+AXIAL, SAGITTAL, CORONAL = (1, 0, 0, 0, 1, 0), (0, 1, 0, 0, 0, -1), (1, 0, 0, 0, 0, -1)
+
+
+def tilted(degrees: float) -> tuple:
+    """Axial rows, columns tilted about the patient's x axis (a gantry tilt): the normal is `degrees` from z."""
+    t = np.radians(degrees)
+    return (1, 0, 0, 0, float(np.cos(t)), float(np.sin(t)))
+
+
+def real_slice(path: Path, *, series_uid: str, source: str = "CT_small.dcm", position=None, orientation=None,
+               image_type=None, modality="CT", intercept=None, geometry=True) -> Path:
+    """A pydicom test file with its series, geometry or ImageType tags changed; pixel data untouched."""
+    ds = pydicom.dcmread(get_testdata_file(source))
+    ds.SeriesInstanceUID, ds.Modality = series_uid, modality
+    ds.SOPInstanceUID = f"{UID_ROOT}8.{zlib.crc32(str(path).encode())}"
+    if position is not None:
+        ds.ImagePositionPatient = list(position)
+    if orientation is not None:
+        ds.ImageOrientationPatient = list(orientation)
+    if image_type is not None:
+        ds.ImageType = list(image_type)
+    if intercept is not None:
+        ds.RescaleIntercept = intercept
+    if not geometry:
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path)
+    return path
+
+
+def copy_testdata(name: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(get_testdata_file(name), dest))
+
+
+def cut(path: Path, n_bytes: int) -> Path:
+    """A truncated copy: the last `n_bytes` of the file are gone, as after an interrupted copy."""
+    path.write_bytes(path.read_bytes()[:-n_bytes])
+    return path
+
+
+def answers_by_series(records: list[dict], *uids: str) -> list[list[str]]:
+    """Assistant answers of each series (named by its SeriesInstanceUID), in output order."""
+    return [[r["messages"][1]["content"] for r in records if r["series"] == series_key(b"test-salt", uid)]
+            for uid in uids]
+
+
+def skips(report: dict) -> dict[str, tuple[str, str]]:
+    return {s["id"]: (s["reason"], s["detail"]) for s in report["skipped"]}
+
+
+def test_every_file_ends_as_records_or_in_the_skip_report(tmp_path):
+    """Failure 2's rule for every kind of file in a study folder: DICOM without image, truncated, compressed
+    without decoder, non-CT, not DICOM; several series in one folder stay separate volumes, and slice numbers
+    count only the slices written."""
+    from pydicom.pixels import get_decoder
+
+    raw, chest, rle, jpeg_ls = tmp_path / "study", f"{UID_ROOT}6.1", f"{UID_ROOT}6.2", f"{UID_ROOT}6.3"
+    for k, z in enumerate([0.0, 5.0, 10.0, 15.0]):
+        real_slice(raw / f"{k}.dcm", series_uid=chest, position=(-158.1, -179.0, z), orientation=AXIAL)
+    cut(raw / "2.dcm", 2000)  # pixel data shorter than declared
+    cut(real_slice(raw / "header_cut.dcm", series_uid=chest), 38000)  # ends inside the header, before Rows
+    real_slice(raw / "rle.dcm", series_uid=rle, source="MR_small_RLE.dcm")  # RLE Lossless: pydicom decodes it
+    real_slice(raw / "jpeg_ls.dcm", series_uid=jpeg_ls, source="JPEGLSNearLossless_16.dcm")
+    for name in ("rtstruct.dcm", "rtplan.dcm", "test-SR.dcm", "MR_small.dcm"):
+        copy_testdata(name, raw / name)
+    (raw / "notes.txt").write_text("scanned at 120 kV\n")
+
+    _, records, report, _ = convert(tmp_path, raw)
+    skipped = skips(report)
+    assert answers_by_series(records, chest, rle) == [
+        [f"Axial CT slice {k} of 3, lung window." for k in (1, 2, 3)], ["Axial CT slice 1 of 1, lung window."]]
+    assert [r["slices"] for r in records] == [3, 3, 3, 1]
+    assert skipped["2.dcm"] == ("truncated_image",
+                                "truncated pixel data (30906 of 32768 bytes): re-export/re-copy the file")
+    assert skipped["header_cut.dcm"][0] == "truncated_image" and "re-export/re-copy" in skipped["header_cut.dcm"][1]
+    for name, modality in [("rtstruct.dcm", "RTSTRUCT"), ("rtplan.dcm", "RTPLAN"), ("test-SR.dcm", "SR")]:
+        assert skipped[name] == ("filtered", f"DICOM without image (Modality {modality}): not a slice, skipped")
+    assert skipped["MR_small.dcm"] == ("filtered", "modality 'MR', not CT (series in ./)")
+    assert skipped["notes.txt"] == ("malformed_record", "not a DICOM file: remove it from the folder")
+    if get_decoder(pydicom.uid.JPEGLSNearLossless).is_available:  # pylibjpeg/gdcm installed: it converts
+        assert len(answers_by_series(records, jpeg_ls)[0]) == 1
+    else:
+        reason, detail = skipped["jpeg_ls.dcm"]
+        assert reason == "unreadable_image" and "no decoder for it installed: install pylibjpeg/gdcm" in detail
+    # Nothing lost: each file is one record (one slice) or one skip entry.
+    files = sorted(p.name for p in raw.iterdir())
+    assert len(records) + len(skipped) == len(files) and set(skipped) <= set(files)
+
+
+def test_folder_with_dicom_and_nifti_converts_the_dicom_and_lists_the_nifti(tmp_path):
+    """Failure 2: dcm2niix's .nii.gz (here nibabel's anatomical.nii) and its JSON sidecar beside the DICOM slices
+    no longer switch the whole folder to NIfTI: the DICOM series is converted, the NIfTI listed with the flag."""
+    raw, uid = tmp_path / "study", f"{UID_ROOT}6.4"
+    for k, z in enumerate([0.0, 5.0, 10.0]):
+        real_slice(raw / "series" / f"{k}.dcm", series_uid=uid, position=(-158.1, -179.0, z), orientation=AXIAL)
+    shutil.copy(os.path.join(NIBABEL_DATA, "anatomical.nii"), raw / "series" / "series_3.nii")
+    (raw / "series" / "series_3.json").write_text('{"Modality": "CT"}')
+
+    _, records, report, _ = convert(tmp_path, raw)
+    assert answers_by_series(records, uid) == [[f"Axial CT slice {k} of 3, lung window." for k in (1, 2, 3)]]
+    assert len(records) == 3
+    skipped = skips(report)
+    assert skipped["series/series_3.nii"][0] == "filtered"
+    assert "--prefer nifti or --prefer both" in skipped["series/series_3.nii"][1]
+    assert skipped["series/series_3.json"][0] == "filtered" and "sidecar" in skipped["series/series_3.json"][1]
+
+    _, records, report, _ = convert(tmp_path, raw, "--prefer", "nifti", name="nifti")
+    assert [r["messages"][1]["content"] for r in records] == [f"Axial CT slice {k} of 25, lung window."
+                                                                for k in range(1, 26)]
+    assert {k: v[0] for k, v in skips(report).items()} == {f"series/{k}.dcm": "filtered" for k in range(3)} | {
+        "series/series_3.json": "filtered"}
+    assert "--prefer dicom or --prefer both" in skips(report)["series/0.dcm"][1]
+
+    _, records, _, _ = convert(tmp_path, raw, "--prefer", "both", name="both")
+    assert len(records) == 3 + 25 and len({r["series"] for r in records}) == 2
+
+
+def test_localizers_skipped_and_planes_from_orientation(tmp_path):
+    """Failure 3: a series of two scouts (one sagittal, one coronal) is skipped, not "Axial slice 1 of 2"; the
+    plane of every other series comes from its ImageOrientationPatient."""
+    raw = tmp_path / "study"
+    uids = {name: f"{UID_ROOT}7.{k}" for k, name in enumerate(
+        ["scout", "mixed", "sagittal", "coronal", "tilt20", "tilt45", "no_geometry"])}
+    scout_type = ("ORIGINAL", "PRIMARY", "LOCALIZER")
+    real_slice(raw / "scout" / "1.dcm", series_uid=uids["scout"], orientation=SAGITTAL, image_type=scout_type)
+    real_slice(raw / "scout" / "2.dcm", series_uid=uids["scout"], orientation=CORONAL, image_type=scout_type)
+    real_slice(raw / "mixed" / "1.dcm", series_uid=uids["mixed"], orientation=SAGITTAL)
+    real_slice(raw / "mixed" / "2.dcm", series_uid=uids["mixed"], orientation=CORONAL)
+    # Sagittal slices at x = +10 (left) and -10 (right); the intercept tells them apart in the pixels.
+    real_slice(raw / "sagittal" / "a.dcm", series_uid=uids["sagittal"], orientation=SAGITTAL, position=(10, 0, 0),
+               intercept=-1024)
+    real_slice(raw / "sagittal" / "b.dcm", series_uid=uids["sagittal"], orientation=SAGITTAL, position=(-10, 0, 0),
+               intercept=-1124)
+    real_slice(raw / "coronal" / "1.dcm", series_uid=uids["coronal"], orientation=CORONAL)
+    real_slice(raw / "tilt20" / "1.dcm", series_uid=uids["tilt20"], orientation=tilted(20))
+    real_slice(raw / "tilt45" / "1.dcm", series_uid=uids["tilt45"], orientation=tilted(45))
+    real_slice(raw / "no_geometry" / "1.dcm", series_uid=uids["no_geometry"], geometry=False)
+
+    _, records, report, dataset_dir = convert(tmp_path, raw, "--window", "1500/0")
+    skipped = skips(report)
+    scout_detail = "localizer/scout image (ImageType ORIGINAL\\PRIMARY\\LOCALIZER): not a slice of the volume"
+    assert skipped["scout/1.dcm"] == ("filtered", scout_detail)
+    assert skipped["scout/2.dcm"][0] == "filtered"
+    mixed_detail = ("localizer/scout image: its series (in mixed/) mixes slice orientations (coronal, sagittal): "
+                    "not a slice of the volume")
+    assert skipped["mixed/1.dcm"] == skipped["mixed/2.dcm"] == ("filtered", mixed_detail)
+    assert answers_by_series(records, *(uids[n] for n in ["scout", "mixed", "sagittal", "coronal", "tilt20",
+                                                           "tilt45", "no_geometry"])) == [
+        [], [], ["Sagittal CT slice 1 of 2, 1500/0 window.", "Sagittal CT slice 2 of 2, 1500/0 window."],
+        ["Coronal CT slice 1 of 1, 1500/0 window."], ["Axial CT slice 1 of 1, 1500/0 window."],
+        ["Oblique CT slice 1 of 1, 1500/0 window."], ["CT slice 1 of 1, 1500/0 window."]]
+    planes = {"sagittal": "sagittal", "coronal": "coronal", "tilt20": "axial", "tilt45": "oblique",
+              "no_geometry": "unknown"}
+    assert {r["series"]: r["plane"] for r in records} == {
+        series_key(b"test-salt", uids[name]): plane for name, plane in planes.items()}
+    # Slice 0 is the most right one (x = -10, intercept -1124: 100 HU darker everywhere).
+    sagittal = [pixels(dataset_dir, r)[..., 0].astype(int) for r in records if r["plane"] == "sagittal"]
+    assert (sagittal[0] <= sagittal[1]).all() and (sagittal[0] < sagittal[1]).any()
+    assert len(records) + len(skipped) == len(list(raw.rglob("*.dcm")))
+
+
+def test_real_ct_file_hu_and_window(tmp_path):
+    """CT_small.dcm through pydicom's modality LUT and windowing equals the textbook formula computed here."""
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    copy_testdata("CT_small.dcm", tmp_path / "raw" / "ct.dcm")
+    _, records, _, dataset_dir = convert(tmp_path, tmp_path / "raw", "--window", "abdomen")
+    hu = source.pixel_array.astype(int) * int(source.RescaleSlope) + int(source.RescaleIntercept)  # (128, 128)
+    width, level = WINDOWS["abdomen"]
+    scaled = (np.clip(hu, level - width // 2, level + width // 2) - (level - width // 2)) * 255  # / width
+    # Exact ties (x.5 grey levels) may round either way in pydicom's float arithmetic.
+    ties = scaled % width * 2 == width
+    expected = np.rint(scaled / width)
+    actual = pixels(dataset_dir, records[0])[..., 0]
+    np.testing.assert_array_equal(actual[~ties], expected[~ties])
+    assert (np.abs(actual[ties] - expected[ties]) <= 1).all()
+    assert records[0]["messages"][1]["content"] == "Axial CT slice 1 of 1, abdomen window."
+
+
+def _slices(input: Path, window: str) -> tuple[list[str], list[np.ndarray], dict[str, tuple[str, str]]]:
+    """In-process conversion: (answers, (H, W) uint8 images, skips by id) of every volume under `input`."""
+    answers, images, skipped = [], [], {}
+    for item in iter_records(input, images=None, seed=0, split="train", window=parse_windows(window), salt="t"):
+        if isinstance(item, Sample):
+            answers.append(item.messages[1]["content"])
+            images.append(np.asarray(item.images[0].source))
+        else:
+            assert isinstance(item, Skipped)
+            skipped[item.id] = (item.reason, item.detail)
+    return answers, images, skipped
+
+
+def test_nifti_plane_from_the_affine_and_display(tmp_path):
+    """nibabel's anatomical.nii (L,A,S voxel axes) stored again with its slice axis along L-R and A-P (the same
+    anatomy, as a sagittal or coronal acquisition is stored): plane labels from the affine, and every sagittal
+    or coronal slice is the matching cut through the axial stack in the displayed orientation."""
+    img = nib.load(os.path.join(NIBABEL_DATA, "anatomical.nii"))
+    orientation = nib.orientations.io_orientation(img.affine)
+    for codes, name in [(("A", "S", "L"), "sagittal"), (("L", "S", "P"), "coronal")]:
+        folder = tmp_path / name
+        folder.mkdir()
+        nib.save(img.as_reoriented(nib.orientations.ornt_transform(orientation, nib.orientations.axcodes2ornt(codes))),
+                 folder / "anat.nii.gz")
+    rotation = np.eye(4)  # 45 degrees about x: the slice axis is halfway between S and A
+    rotation[1:3, 1:3] = [[np.cos(np.pi / 4), -np.sin(np.pi / 4)], [np.sin(np.pi / 4), np.cos(np.pi / 4)]]
+    (tmp_path / "oblique").mkdir()
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), rotation @ img.affine), tmp_path / "oblique" / "anat.nii")
+
+    window = "32000/15000"  # the file's values span -610..30393
+    answers, axial, _ = _slices(Path(os.path.join(NIBABEL_DATA, "anatomical.nii")), window)
+    assert answers[0] == "Axial CT slice 1 of 25, 32000/15000 window." and axial[0].shape == (41, 33)
+    # (inferior -> superior, anterior -> posterior, right -> left)
+    volume = np.stack(axial)
+    answers, sagittal, _ = _slices(tmp_path / "sagittal", window)
+    assert answers[0] == "Sagittal CT slice 1 of 33, 32000/15000 window."
+    # sagittal slice s (right -> left): rows superior -> inferior, columns anterior -> posterior
+    np.testing.assert_array_equal(np.stack(sagittal), volume[::-1].transpose(2, 0, 1))
+    answers, coronal, _ = _slices(tmp_path / "coronal", window)
+    assert answers[-1] == "Coronal CT slice 41 of 41, 32000/15000 window."
+    # coronal slice c (anterior -> posterior): rows superior -> inferior, columns right -> left
+    np.testing.assert_array_equal(np.stack(coronal), volume[::-1].transpose(1, 0, 2))
+    answers, _, _ = _slices(tmp_path / "oblique", window)
+    assert answers[0] == "Oblique CT slice 1 of 25, 32000/15000 window."
+
+
+def test_truncated_and_4d_nifti_are_reported(tmp_path):
+    """A NIfTI cut short (plain, or gzip as dcm2niix writes) is "truncated: re-copy", once per file; a header
+    cut short is not a readable NIfTI; a 4-D one names the fix."""
+    import gzip
+
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    for name in ("anatomical.nii", "standard.nii.gz", "example4d.nii.gz"):
+        shutil.copy(os.path.join(NIBABEL_DATA, name), folder / name)
+    shutil.copy(folder / "standard.nii.gz", folder / "standard_ok.nii.gz")
+    (folder / "anatomical.nii.gz").write_bytes(gzip.compress((folder / "anatomical.nii").read_bytes()))
+    cut(folder / "anatomical.nii", 5000)
+    cut(folder / "anatomical.nii.gz", 500)
+    cut(folder / "standard.nii.gz", 40)  # 143 bytes: the cut reaches the header
+    answers, _, skipped = _slices(folder, "lung")
+    assert answers == [f"Axial CT slice {k} of 7, lung window." for k in range(1, 8)]  # standard_ok.nii.gz
+    for name in ("anatomical.nii", "anatomical.nii.gz"):
+        reason, detail = skipped[name]
+        assert reason == "truncated_image" and detail.endswith("truncated or corrupt: re-export/re-copy the file")
+    assert skipped["standard.nii.gz"][0] == "malformed_record"
+    assert skipped["standard.nii.gz"][1].startswith("not a readable NIfTI file")
+    assert skipped["example4d.nii.gz"] == (
+        "malformed_record", "shape (128, 96, 24, 2), expected one 3-D volume: split it first (e.g. fslsplit)")
+    assert len(skipped) == 4
