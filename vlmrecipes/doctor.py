@@ -9,7 +9,7 @@ not a problem (the recipes are proven on the CPU by `vlmr smoke`); a GPU that ca
 from __future__ import annotations
 
 import argparse
-import functools
+import copy
 import importlib.metadata
 import logging
 import os
@@ -157,32 +157,6 @@ def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
     return lines, problems
 
 
-def _checkpoint_config(model: str):
-    """The config LLaMA-Factory loads for `model_name_or_path`: a stored hub checkpoint's, or the local checkpoint's.
-
-    None for a local checkpoint that an earlier step builds and that is not there yet (`vlmr build`, stage 1).
-    """
-    from transformers import AutoConfig
-
-    if realsize.config_path(model).exists():
-        return realsize.pretrained_config(model)
-    local = HOME / model
-    return AutoConfig.from_pretrained(local) if (local / "config.json").exists() else None
-
-
-@functools.lru_cache(maxsize=None)
-def _transformers_resolution(model: str, requested: str | None) -> str:
-    """The attention transformers settles on when it builds `model` with LLaMA-Factory's request (on the meta device)."""
-    from transformers import AutoModelForImageTextToText, AutoModelForTextToWaveform
-
-    config = _checkpoint_config(model)
-    config._attn_implementation = requested  # what configure_attn_implementation set (None: left to transformers)
-    # LLaMA-Factory's loader: image-text models through AutoModelForImageTextToText, Qwen-Omni through
-    # AutoModelForTextToWaveform (it then keeps the thinker).
-    image_text = type(config) in AutoModelForImageTextToText._model_mapping.keys()
-    return realsize.build_on_meta(config, None if image_text else AutoModelForTextToWaveform).config._attn_implementation
-
-
 class _Captured(logging.Handler):
     def __init__(self):
         super().__init__()
@@ -192,18 +166,18 @@ class _Captured(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def recipe_attention(path: Path) -> tuple[str, str, str | None]:
-    """(flash_attn the recipe asks, the implementation it gets, LLaMA-Factory's words when it did not honour it)."""
+def llamafactory_request(config, flash_attn: str) -> tuple[str | None, str | None]:
+    """LLaMA-Factory's `configure_attn_implementation` on a fresh copy of `config`, as `load_model` calls it.
+
+    Returns (the implementation it sets, None when it leaves the choice to transformers; its warnings, if any).
+    """
     from llamafactory.extras.constants import AttentionFunction
     from llamafactory.hparams import ModelArguments
     from llamafactory.model.model_utils import attention
-    from transformers import PretrainedConfig
 
-    recipe = recipes.load(path)
-    model = str(recipe["model_name_or_path"])
-    asked = str(recipe.get("flash_attn", AttentionFunction.AUTO.value))
-    config = _checkpoint_config(model) or PretrainedConfig()  # a bare one: the model is not built yet
-    model_args = ModelArguments(model_name_or_path=model, flash_attn=AttentionFunction(asked))
+    config = copy.deepcopy(config)
+    config._attn_implementation = None  # as read from config.json
+    model_args = ModelArguments(model_name_or_path=str(config.name_or_path), flash_attn=AttentionFunction(flash_attn))
     captured = _Captured()
     logger = logging.getLogger(attention.__name__)
     logger.addHandler(captured)
@@ -213,27 +187,43 @@ def recipe_attention(path: Path) -> tuple[str, str, str | None]:
     finally:
         logger.removeHandler(captured)
         logger.propagate = True
-    reason = "; ".join(captured.messages) or None
-    requested = config._attn_implementation
-    if type(config) is PretrainedConfig:
-        return asked, f"{requested or 'transformers default'} (model not built yet: {model})", reason
-    return asked, _transformers_resolution(model, requested), reason
+    return config._attn_implementation, "; ".join(captured.messages) or None
+
+
+def recipe_attention(path: Path, built: dict[str, object]) -> tuple[str, str, str | None]:
+    """(flash_attn the recipe asks, the implementation its model runs, LLaMA-Factory's words when it changed it).
+
+    The recipe's real-size model is built on the meta device (`vlmr realsize`, cached in `built` by model path);
+    transformers resolved LLaMA-Factory's request, or its own default, when it built it.
+    """
+    recipe = recipes.load(path)
+    asked = str(recipe.get("flash_attn", "auto"))
+    key = str(recipe["model_name_or_path"])
+    if key not in built:
+        built[key] = realsize.build_recipe_model(path, recipe).model
+    model = built[key]
+    requested, reason = llamafactory_request(model.config, asked)
+    if requested is not None:  # None: transformers' default, which it already chose at build time
+        model.set_attn_implementation(requested)
+    return asked, model.config._attn_implementation, reason
 
 
 def attention_table() -> tuple[list[str], list[str]]:
-    """One line per training recipe (asks -> gets), and the recipes transformers refuses to build as asked."""
+    """One line per training recipe (asks -> gets), and the recipes whose model cannot run what they ask here."""
     from transformers.utils import logging as transformers_logging
 
     lines, problems = [], []
+    built: dict[str, object] = {}
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # dtype / device hints of the meta builds are not findings
     try:
         for path in recipes.training_recipes():
             name = path.relative_to(HOME) if path.is_relative_to(HOME) else path
             try:
-                asked, gets, reason = recipe_attention(path)
-            except (ImportError, ValueError) as err:
-                problems.append(f"{name}: transformers cannot build its model with the attention it asks: {err}")
+                asked, gets, reason = recipe_attention(path, built)
+            except Exception as err:  # a diagnosis reports what breaks (flash-attn that does not import, ...)
+                problems.append(f"{name}: its model cannot be built with the attention it asks: "
+                                f"{type(err).__name__}: {err}")
                 continue
             lines.append(f"{str(name):55s} {asked} -> {gets}" + (f" (LLaMA-Factory: {reason})" if reason else ""))
     finally:
