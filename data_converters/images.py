@@ -160,6 +160,9 @@ def model_image(img: Any) -> Any:
     from PIL import Image, ImageOps
 
     img.seek(0)  # animated GIF/WebP/APNG: the first frame, whatever frame a caller left it at
+    # Decode now: Pillow decodes lazily, and an 8-bit RGB image that needs no resize would otherwise be decoded
+    # first inside transformers' image processor, where a truncated file fails without its name.
+    img.load()
     if _orientation(img) != 1:
         img = ImageOps.exif_transpose(img)
     if img.mode in HIGH_BIT_DEPTH_MODES:

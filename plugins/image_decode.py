@@ -16,8 +16,11 @@ The patch runs our one rule (`data_converters.images.model_image`, shared with t
 before LLaMA-Factory's own `_preprocess_image`, whose resize and conversion stay untouched: first frame,
 EXIF applied, high-bit-depth greys rescaled to 8 bits by the image's own range, transparency on white. The
 16-bit PNG above then reaches the model as its ramp (0.0% white; `tests/test_image_modes.py` checks every
-Pillow mode). It also turns any failure to open or decode an image into an `ImageError` that names the file,
-what is wrong and the fix, instead of `UnidentifiedImageError: cannot identify image file <_io.BytesIO ...>`.
+Pillow mode). 
+It also decodes each image inside the loader and turns any failure to open or decode it into an `ImageError`
+naming the file, what is wrong and the fix. Upstream, Pillow decodes lazily: a truncated RGB PNG or JPEG that
+needs no resize is first decoded inside transformers' image processor (torchvision's `pil_to_tensor`), and
+fails there as `OSError: image file is truncated`, naming no file; `plugins/dataset_errors.py` adds the record.
 """
 
 from __future__ import annotations

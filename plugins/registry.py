@@ -118,6 +118,9 @@ register_patch("llamafactory.webui.common", "vlmrecipes.plugins.llamaboard_confi
 # LLaMA-Factory 0.9.5's image loader clips 16-bit and float images to white or black, ignores EXIF rotation and
 # drops transparency; a broken image fails with a bare Pillow error (see plugins/image_decode.py).
 register_patch("llamafactory.data.mm_plugin", "vlmrecipes.plugins.image_decode:patch_image_loading")
+# A record LLaMA-Factory cannot preprocess (bad image, miscounted <image>) stops training with a traceback that
+# names no dataset or line: the error names the dataset, file:line and the fix (see plugins/dataset_errors.py).
+register_patch("llamafactory.data.processor", "vlmrecipes.plugins.dataset_errors:patch_dataset_processors")
 # transformers 5.6.0 (the newest LLaMA-Factory 0.9.5 accepts) crashes in flash_attention_forward on every model
 # without attention sinks, i.e. at the first forward of each `flash_attn: fa2` recipe (see plugins/flash_attention.py).
 register_patch("transformers.integrations.flash_attention",
