@@ -296,15 +296,13 @@ def _dcmread(path: Path, *, header_only: bool) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns about damaged files; the skip report says what matters
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=header_only)
+    except InvalidDicomError:
         try:
-            return pydicom.dcmread(path, stop_before_pixels=header_only)
-        except InvalidDicomError:
-            try:
-                dataset = pydicom.dcmread(path, stop_before_pixels=header_only, force=True)
-            except Exception as exc:  # noqa: BLE001 - forced parsing of arbitrary bytes raises many types
-                raise InvalidDicomError(str(exc))
+            dataset = pydicom.dcmread(path, stop_before_pixels=header_only, force=True)
+        except Exception as exc:  # noqa: BLE001 - forced parsing of arbitrary bytes raises many types
+            raise InvalidDicomError(str(exc))
     # `force` reads any bytes as elements; every DICOM object has its SOP Class UID (0008,0016), type 1.
     if "SOPClassUID" not in dataset:
         raise InvalidDicomError("no DICM prefix and no SOP Class UID")
@@ -334,33 +332,14 @@ def _vector(dataset: Any, keyword: str, size: int) -> np.ndarray | None:
 
 
 def _read_header(path: Path, where: str) -> _DicomHeader | Skipped:
-    """The image file's grouping, geometry and ordering fields, or why the file is no slice.
-
-    pydicom parses values lazily, so every access below can raise on damaged bytes, not only `dcmread`.
-    """
+    """The image file's grouping, geometry and ordering fields, or why the file is no slice."""
     from pydicom.errors import InvalidDicomError
 
+    # pydicom parses values lazily, so every access in _header_fields can raise on damaged bytes, not only dcmread.
     try:
-        dataset = _dcmread(path, header_only=True)
-        if "Rows" not in dataset:  # the Image Pixel module: every image has it, RTSTRUCT/RTPLAN/SR/DICOMDIR not
-            sop = dataset.get("SOPClassUID")
-            if sop is not None and sop.name.endswith("Image Storage"):
-                return Skipped(where, TRUNCATED_IMAGE, f"a {sop.name} file that ends before its image header: "
-                                                       "truncated: re-export/re-copy the file")
-            what = f"Modality {dataset.Modality}" if dataset.get("Modality") else getattr(sop, "name", "no SOP class")
-            return Skipped(where, FILTERED, f"DICOM without image ({what}): not a slice, skipped")
-        orientation = _vector(dataset, "ImageOrientationPatient", 6)
-        normal = None if orientation is None else np.cross(orientation[:3], orientation[3:])  # rows x columns
-        if normal is not None and np.linalg.norm(normal) < 0.5:  # cosines that are not two orthogonal unit vectors
-            normal = None
-        image_type = dataset.get("ImageType") or []
-        instance = str(dataset.get("InstanceNumber") or "")
-        return _DicomHeader(
-            path, where, str(dataset.get("SeriesInstanceUID") or Path(where).parent.as_posix()),
-            str(dataset.get("Modality", "")), [str(v).upper() for v in ([image_type] if isinstance(image_type, str)
-                                                                       else image_type)],
-            None if normal is None else normal / np.linalg.norm(normal),
-            _vector(dataset, "ImagePositionPatient", 3), int(instance) if instance.isdigit() else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on damaged values; the skip report says what matters
+            return _header_fields(_dcmread(path, header_only=True), path, where)
     except InvalidDicomError:
         return Skipped(where, MALFORMED, "not a DICOM file: remove it from the folder")
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
@@ -368,42 +347,70 @@ def _read_header(path: Path, where: str) -> _DicomHeader | Skipped:
                                          "the file")
 
 
+def _header_fields(dataset: Any, path: Path, where: str) -> _DicomHeader | Skipped:
+    if "Rows" not in dataset:  # the Image Pixel module: every image has it, RTSTRUCT/RTPLAN/SR/DICOMDIR not
+        sop = dataset.get("SOPClassUID")
+        if sop is not None and sop.name.endswith("Image Storage"):
+            return Skipped(where, TRUNCATED_IMAGE, f"a {sop.name} file that ends before its image header: "
+                                                   "truncated: re-export/re-copy the file")
+        what = f"Modality {dataset.Modality}" if dataset.get("Modality") else getattr(sop, "name", "no SOP class")
+        return Skipped(where, FILTERED, f"DICOM without image ({what}): not a slice, skipped")
+    orientation = _vector(dataset, "ImageOrientationPatient", 6)
+    normal = None if orientation is None else np.cross(orientation[:3], orientation[3:])  # rows x columns
+    if normal is not None and np.linalg.norm(normal) < 0.5:  # cosines that are not two orthogonal unit vectors
+        normal = None
+    image_type = dataset.get("ImageType") or []
+    image_type = [image_type] if isinstance(image_type, str) else image_type  # a single value is a str
+    instance = str(dataset.get("InstanceNumber") or "")
+    return _DicomHeader(
+        path, where, str(dataset.get("SeriesInstanceUID") or Path(where).parent.as_posix()),
+        str(dataset.get("Modality", "")), [str(v).upper() for v in image_type],
+        None if normal is None else normal / np.linalg.norm(normal),
+        _vector(dataset, "ImagePositionPatient", 3), int(instance) if instance.isdigit() else None)
+
+
 def _dicom_hu(path: Path) -> np.ndarray:
     """(H, W) float64 HU of one slice file; raises SliceError with the reason and the fix."""
-    from pydicom.pixels import apply_modality_lut, get_decoder
-    from pydicom.pixels.utils import get_expected_length
+    from pydicom.pixels import apply_modality_lut
 
-    fix = "re-export the file"
+    compressed = False
     try:
-        dataset = _dcmread(path, header_only=False)
-        if "PixelData" not in dataset:  # pydicom drops the element the file ends inside (encapsulated: all)
-            raise SliceError(TRUNCATED_IMAGE, "truncated pixel data (the file ends inside it): "
-                                              "re-export/re-copy the file")
-        syntax = dataset.file_meta.get("TransferSyntaxUID")
-        if syntax is not None and syntax.is_compressed:
-            fix = "install pylibjpeg/gdcm, which decode more variants, or re-export the file uncompressed"
-            decoder = get_decoder(syntax)  # NotImplementedError for a syntax pydicom has no decoder for
-            if not decoder.is_available:
-                raise SliceError(UNREADABLE_IMAGE, f"{syntax.name} pixel data and no decoder for it "
-                                                   f"installed: install pylibjpeg/gdcm "
-                                                   f"({'; '.join(decoder.missing_dependencies)})")
-        elif len(dataset.PixelData) < get_expected_length(dataset):
-            raise SliceError(TRUNCATED_IMAGE, f"truncated pixel data ({len(dataset.PixelData)} of "
-                                              f"{get_expected_length(dataset)} bytes): re-export/re-copy the file")
-        frames, samples = int(dataset.get("NumberOfFrames") or 1), int(dataset.get("SamplesPerPixel") or 1)
-        if (frames, samples) != (1, 1):
-            raise SliceError(UNREADABLE_IMAGE, f"{frames} frame(s) of {samples} sample(s) per pixel, "
-                                               "expected one grey slice: split a multi-frame (enhanced) file "
-                                               "into slices first, e.g. with dcm2niix")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # pydicom warns on damaged values; the skip report says what matters
+            dataset = _dcmread(path, header_only=False)
+            syntax = dataset.file_meta.get("TransferSyntaxUID")
+            compressed = syntax is not None and syntax.is_compressed
+            _check_pixel_data(dataset, syntax)
             return apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)  # stored -> HU
     except SliceError:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged files and decoder plugins raise many types
-        message = str(exc).strip().splitlines()
-        raise SliceError(UNREADABLE_IMAGE, f"pixel data unreadable ({type(exc).__name__}: "
-                                           f"{' '.join(line.strip() for line in message)}): {fix}")
+        fix = "install pylibjpeg/gdcm, which decode more variants, or re-export the file uncompressed" \
+            if compressed else "re-export the file"
+        message = " ".join(line.strip() for line in str(exc).strip().splitlines())
+        raise SliceError(UNREADABLE_IMAGE, f"pixel data unreadable ({type(exc).__name__}: {message}): {fix}")
+
+
+def _check_pixel_data(dataset: Any, syntax: Any) -> None:
+    """Raises SliceError for what shows before decoding: truncation, a missing decoder, several frames."""
+    from pydicom.pixels import get_decoder
+    from pydicom.pixels.utils import get_expected_length
+
+    if "PixelData" not in dataset:  # pydicom drops the element the file ends inside (encapsulated: all of them)
+        raise SliceError(TRUNCATED_IMAGE, "truncated pixel data (the file ends inside it): re-export/re-copy the file")
+    if syntax is not None and syntax.is_compressed:
+        decoder = get_decoder(syntax)  # NotImplementedError for a syntax pydicom has no decoder for
+        if not decoder.is_available:
+            raise SliceError(UNREADABLE_IMAGE, f"{syntax.name} pixel data and no decoder for it installed: install "
+                                               f"pylibjpeg/gdcm ({'; '.join(decoder.missing_dependencies)})")
+    elif len(dataset.PixelData) < get_expected_length(dataset):
+        raise SliceError(TRUNCATED_IMAGE, f"truncated pixel data ({len(dataset.PixelData)} of "
+                                          f"{get_expected_length(dataset)} bytes): re-export/re-copy the file")
+    frames, samples = int(dataset.get("NumberOfFrames") or 1), int(dataset.get("SamplesPerPixel") or 1)
+    if (frames, samples) != (1, 1):
+        raise SliceError(UNREADABLE_IMAGE, f"{frames} frame(s) of {samples} sample(s) per pixel, expected one grey "
+                                           "slice: split a multi-frame (enhanced) file into slices first, e.g. with "
+                                           "dcm2niix")
 
 
 class _DicomSeries(_Series):

@@ -295,6 +295,27 @@ def _nifti(root: Path) -> tuple[Path, Path]:
     return root / "v.nii", root / "v.nii"
 
 
+def _dicom_real(root: Path, victim: str, slices: int) -> tuple[Path, Path]:
+    """A series made from pydicom's CT_small.dcm beside its RTSTRUCT (no preamble: read with `force`)."""
+    from test_ct import AXIAL, UID_ROOT, copy_testdata, real_slice
+
+    for k in range(slices):
+        real_slice(root / "s" / f"{k}.dcm", series_uid=f"{UID_ROOT}7.9", position=(-158.1, -179.0, 5.0 * k),
+                   orientation=AXIAL)
+    copy_testdata("rtstruct.dcm", root / "s" / "rtstruct.dcm")
+    return root, root / "s" / victim
+
+
+def _nifti_gz(root: Path) -> tuple[Path, Path]:
+    """nibabel's standard.nii.gz (gzip, as dcm2niix writes) and, in another folder, a slice from CT_small.dcm."""
+    from nibabel.testing import data_path
+    from test_ct import copy_testdata
+
+    copy_testdata("CT_small.dcm", root / "other" / "ct.dcm")
+    path = Path(shutil.copy(Path(data_path) / "standard.nii.gz", root / "standard.nii.gz"))
+    return root, path
+
+
 def _ct_captions(root: Path) -> tuple[Path, Path]:
     _dicom(root / "raw")
     put(root / "captions.csv", "series,slice,question,answer\ns,0,Is there a nodule?,No\ns,,,Normal chest CT.\n")
@@ -314,6 +335,11 @@ TARGETS = {
     "fer2013": Target("fer2013", _fer2013, "csv"),
     "ct-dicom-bytes": Target("ct", _dicom, "bytes", lambda root: {"salt": "fuzz"}),
     "ct-nifti-bytes": Target("ct", _nifti, "bytes", lambda root: {"salt": "fuzz"}),
+    "ct-dicom-real-slice": Target("ct", lambda root: _dicom_real(root, "1.dcm", slices=2), "bytes",
+                                  lambda root: {"salt": "fuzz"}),
+    "ct-dicom-real-rtstruct": Target("ct", lambda root: _dicom_real(root, "rtstruct.dcm", slices=1), "bytes",
+                                     lambda root: {"salt": "fuzz"}),
+    "ct-nifti-gz-real": Target("ct", _nifti_gz, "bytes", lambda root: {"salt": "fuzz"}),
     "ct-captions-csv": Target("ct", _ct_captions, "csv", lambda root: {"salt": "fuzz", "captions": root / "captions.csv"}),
 }
 
