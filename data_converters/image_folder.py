@@ -9,6 +9,14 @@ Raw format:
 Output: a closed-set question listing the classes (sorted folder names, underscores read as spaces) built
 from `--prompt` ({classes} and {subject} are filled in), answer = the class, `label` kept. Files are visited
 in sorted order; hidden files are ignored; unreadable images are skipped with their reason.
+
+High-bit-depth images (16-bit greyscale PNG/TIFF exports of CT or X-ray, 32-bit integer or float TIFF) reach
+the model as 8-bit by one rule, their own range (min -> 0, max -> 255; `images.model_image`): `--media copy`
+(the default) writes them so, as 8-bit PNGs; `--media reference` keeps the original files, and LLaMA-Factory's
+loader, patched by this plugin (`plugins/image_decode.py`), applies the same rule when it loads them.
+`vlmr validate` reports each such image as rescaled (without the plugin loaded: as clipped, an error). For a
+calibrated window (CT Hounsfield units) window the images to 8 bits yourself, or start from the DICOM/NIfTI
+files with `vlmr convert ct`.
 """
 
 from __future__ import annotations

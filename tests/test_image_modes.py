@@ -230,3 +230,25 @@ def test_validate_reports_rescaled_images_and_without_the_plugin_clipped_ones(tm
     assert clipped == {str(line_of[case]) for case in HIGH_BIT_DEPTH}, unpatched.stdout
     assert f"{dataset}:{line_of['I16_png']}: clipped_image: I16_png.png: LLaMA-Factory clips the samples of this I;16 " \
         "image to 0..255 (99.5% of the pixels pure white" in unpatched.stdout and "`vlmr doctor`" in unpatched.stdout
+
+
+def test_image_folder_of_16bit_scans_copy_writes_8bit_reference_is_rescaled_by_the_loader(tmp_path, plugin):
+    for folder, ramp in (("ct", RAMP16), ("xray", RAMP16[::-1])):
+        (tmp_path / "raw" / folder).mkdir(parents=True)
+        Image.fromarray(np.ascontiguousarray(ramp)).save(tmp_path / "raw" / folder / "scan.png")
+    dataset_dir = tmp_path / "datasets"
+    convert = ["vlmr", "convert", "image-folder", "--input", str(tmp_path / "raw"), "--dataset-dir", str(dataset_dir)]
+    run_cli([*convert, "--name", "copied"])
+    for folder in ("ct", "xray"):
+        written = Image.open(dataset_dir / "copied" / "media" / folder / "scan.png")
+        assert written.mode == "RGB"  # 8 bits per sample
+        source = str(tmp_path / "raw" / folder / "scan.png")
+        assert np.array_equal(np.asarray(written), np.asarray(plugin._regularize_images([source], **LIMITS)["images"][0]))
+
+    run_cli([*convert, "--name", "referenced", "--media", "reference"])
+    report = run_cli(["vlmr", "validate", "referenced_train", "--dataset-dir", str(dataset_dir), "--allow-absolute"])
+    train = dataset_dir / "referenced" / "train.jsonl"
+    for line, folder in ((1, "ct"), (2, "xray")):
+        assert f"{train}:{line}: warning: {tmp_path / 'raw' / folder / 'scan.png'}: I;16 image (values 0..60000) " \
+               "rescaled by its own range" in report.stdout
+    assert report.stdout.splitlines()[-1] == f"{train}: 2 records, 0 errors, 2 warnings"
