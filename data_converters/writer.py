@@ -9,6 +9,8 @@ Contract (issue 3):
   already written (so an image shared by many questions is stored once).
 - Atomic: every file is written to `<file>.tmp` and renamed at the end; an interrupted or `--strict`-failed
   run removes its temp files and never leaves a file that looks complete.
+- No leftovers after a kill: each run journals the media files it creates (`journal.RunJournal`), and the
+  next run in the folder removes a killed run's temp files and the media no committed output points at.
 - Deterministic: output order is input order, images are re-encoded with fixed settings, no timestamps.
 - Skip report: `<split>.skipped.json` lists every record not emitted with its reason and detail; counts per
   reason are returned (and printed by the CLI). `strict=True` raises `StrictError` at the first skip that is
@@ -37,6 +39,7 @@ from vlmrecipes.data_converters.images import (
     read_bytes,
     resize_to_max_pixels,
 )
+from vlmrecipes.data_converters.journal import RunJournal
 from vlmrecipes.data_converters.schema import MISSING_IMAGE, POLICY_REASONS, ImageRef, Record, Sample, Skipped, \
     check_messages
 
@@ -93,12 +96,16 @@ class SplitReport:
     skipped_file: Path
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    leftovers: tuple[int, int] = (0, 0)  # (files, bytes) an interrupted earlier run left, removed first
 
     def summary(self) -> str:
         lines = [f"{self.output}: {self.written} records written, {sum(self.skipped.values())} skipped"]
         lines += [f"  {reason}: {count}" for reason, count in sorted(self.skipped.items())]
         if self.skipped:
             lines.append(f"  details: {self.skipped_file}")
+        if self.leftovers[0]:
+            files, size = self.leftovers
+            lines.append(f"  removed {files} files ({size / 2**20:.1f} MiB) left by an interrupted conversion")
         return "\n".join(lines)
 
 
@@ -115,13 +122,27 @@ def _safe_name(name: str) -> PurePosixPath:
 
 
 class MediaStore:
-    """Stores each distinct image once under `<out>/media/` (or as Parquet bytes) and remembers outcomes."""
+    """Stores each distinct image once under `<out>/media/` (or as Parquet bytes) and remembers outcomes.
 
-    def __init__(self, opts: WriteOptions):
+    Every file it creates is journaled first; `orphans()` names those that no written row uses.
+    """
+
+    def __init__(self, opts: WriteOptions, journal: RunJournal):
         self.opts = opts
+        self.journal = journal
         self.media_dir = opts.out_dir / "media"
         self._done: dict[str, Any] = {}  # media name -> stored value or ImageError (shared images)
         self._listings: dict[str, frozenset[str]] = {}  # folder -> its file names (reference mode)
+        self._created: dict[str, str] = {}  # path written in rows -> media name, for the files this run created
+        self._used: set[str] = set()  # paths of the rows written
+
+    def use(self, row: dict[str, Any]) -> None:
+        """A row is written: its images are in the output."""
+        self._used.update(image for image in row["images"] if isinstance(image, str))
+
+    def orphans(self, committed: bool) -> list[str]:
+        """Media names this run created that its output does not use (all of them if it was not committed)."""
+        return [name for path, name in self._created.items() if not committed or path not in self._used]
 
     def store(self, ref: ImageRef) -> Any:
         """JSONL: the path to write in `images`; Parquet: {"bytes", "path"}. Raises ImageError."""
@@ -173,17 +194,20 @@ class MediaStore:
         if self.opts.fmt == "parquet":
             return {"bytes": data, "path": str(name)}
         target = self.media_dir / name
-        if target.exists():
-            if target.read_bytes() == data:  # a rerun: the same image is already there
-                return os.path.relpath(target, self.opts.media_root).replace(os.sep, "/")
+        if target.exists() and target.read_bytes() != data:
             # The previous output's records point at this name until the new split file replaces them:
             # never change those bytes; the new image gets a content-suffixed name instead.
             target = target.with_name(f"{target.stem}-{hashlib.sha256(data).hexdigest()[:12]}{target.suffix}")
+        path = os.path.relpath(target, self.opts.media_root).replace(os.sep, "/")
+        if target.exists():  # a rerun (or another split) stored the same image: it is theirs, not journaled
+            return path
+        self.journal.will_create(target.relative_to(self.media_dir).as_posix())
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _atomic_target(target)
         tmp.write_bytes(data)
         os.replace(tmp, target)
-        return os.path.relpath(target, self.opts.media_root).replace(os.sep, "/")
+        self._created[path] = target.relative_to(self.media_dir).as_posix()
+        return path
 
 
 class _SkipLog:
@@ -274,37 +298,42 @@ def _row(sample: Sample, images: list[Any]) -> dict[str, Any]:
 
 def write_split(records: Iterable[Record], opts: WriteOptions) -> SplitReport:
     """Consume a converter's stream and write one split atomically. See the module docstring."""
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    journal = RunJournal(opts.out_dir, opts.split)  # removes what a killed run left here, before anything new
     output = opts.out_dir / f"{opts.split}.{opts.fmt}"
-    report = SplitReport(output=output, skipped_file=opts.out_dir / f"{opts.split}.skipped.json")
-    sink = _JsonlSink(output) if opts.fmt == "jsonl" else _ParquetSink(output)
-    skips = _SkipLog(report.skipped_file, opts.source)
-    media = MediaStore(opts)
-    finished = False
+    report = SplitReport(output=output, skipped_file=opts.out_dir / f"{opts.split}.skipped.json",
+                         leftovers=journal.removed)
+    media = MediaStore(opts, journal)
+    committed = False  # the split file is in place: its rows' media must stay
     try:
-        for record in records:
-            if isinstance(record, Sample):
-                record = _materialize(record, media)
-            if isinstance(record, Skipped):
-                if opts.strict and record.reason not in POLICY_REASONS:
-                    raise StrictError(f"{opts.source}: record {record.id!r}: {record.reason}: {record.detail}")
-                report.skipped[record.reason] += 1
-                skips.add(record)
-            else:
-                sink.add(record)
-                report.written += 1
-        sink.finish()
-        skips.finish(report.skipped, report.written)
-        finished = True
+        sink = _JsonlSink(output) if opts.fmt == "jsonl" else _ParquetSink(output)
+        skips = _SkipLog(report.skipped_file, opts.source)
+        try:
+            for record in records:
+                if isinstance(record, Sample):
+                    record = _materialize(record, media)
+                if isinstance(record, Skipped):
+                    if opts.strict and record.reason not in POLICY_REASONS:
+                        raise StrictError(f"{opts.source}: record {record.id!r}: {record.reason}: {record.detail}")
+                    report.skipped[record.reason] += 1
+                    skips.add(record)
+                else:
+                    sink.add(record)
+                    media.use(record)
+                    report.written += 1
+            sink.finish()
+            committed = True
+            skips.finish(report.skipped, report.written)
+        finally:
+            if not committed:
+                if isinstance(sink, _ParquetSink):
+                    sink.close()
+                for handle in (getattr(sink, "file", None), skips.file):
+                    if handle is not None:
+                        handle.close()
+                for tmp in (sink.tmp, skips.tmp):
+                    tmp.unlink(missing_ok=True)
     finally:
-        if not finished:
-            if isinstance(sink, _ParquetSink):
-                sink.close()
-            for handle in (getattr(sink, "file", None), skips.file):
-                if handle is not None:
-                    handle.close()
-            for tmp in (sink.tmp, skips.tmp):
-                tmp.unlink(missing_ok=True)
+        journal.close(media.orphans(committed))
     return report
 
 
