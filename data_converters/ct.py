@@ -17,10 +17,9 @@ file, or one `.nii`/`.nii.gz` file. Every file ends up as records or in `<split>
   default because only its per-slice headers tell localizers apart and keep series separate.
 
 Hounsfield units: pydicom's `apply_modality_lut` (PS3.3 C.11.1: HU = stored x RescaleSlope (0028,1053) +
-RescaleIntercept (0028,1052), or a Modality LUT Sequence). Windowing: pydicom's `apply_windowing` with DICOM's
-LINEAR_EXACT VOI function (C.11.2.1.3.2) onto 0..255: a window of width W centred on level L clips HU to
-[L - W/2, L + W/2] and maps it linearly, the textbook presets' definition, rounded to the nearest grey level
-(an exact tie may fall either way in pydicom's float arithmetic). One window
+RescaleIntercept (0028,1052), or a Modality LUT Sequence). Windowing: a window of width W centred on level L
+clips HU to [L - W/2, L + W/2] and maps it linearly to 0..255, rounded half to even: the textbook presets'
+definition, which is DICOM's LINEAR_EXACT VOI function (C.11.2.1.3.2) onto an 8-bit output. One window
 gives a grey image; three windows (e.g. `brain,subdural,bone`) become the R, G, B channels.
 
 Plane and slice order come from the geometry. The slice normal is the cross product of the two
@@ -134,14 +133,16 @@ def parse_windows(text: str) -> list[Window]:
 
 
 def apply_window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
-    """HU -> uint8 0..255 through pydicom's windowing, DICOM's LINEAR_EXACT function on an 8-bit unsigned output."""
-    from pydicom.dataset import Dataset
-    from pydicom.pixels import apply_windowing
+    """Clip HU to [level - width/2, level + width/2] and scale linearly to uint8 0..255 (rounded half to even).
 
-    display = Dataset()  # the VOI LUT module of a display that shows 0..255 (BitsStored 8, unsigned)
-    display.PhotometricInterpretation, display.BitsStored, display.PixelRepresentation = "MONOCHROME2", 8, 0
-    display.WindowWidth, display.WindowCenter, display.VOILUTFunction = width, level, "LINEAR_EXACT"
-    return np.rint(apply_windowing(np.asarray(hu, dtype=np.float64), display)).astype(np.uint8)
+    This is DICOM's LINEAR_EXACT VOI function onto an 8-bit output, i.e. pydicom's `apply_windowing` given a
+    display dataset with that window (tests/test_ct.py checks they agree up to exact x.5 ties, where pydicom's
+    float arithmetic rounds either way); pydicom's boolean-mask version takes 11 ms for a 512 x 512 slice, this
+    one 1.6 ms, per window.
+    """
+    low = level - width / 2
+    scaled = (np.clip(hu, low, low + width) - low) * 255.0 / width  # multiply first: integer HU ties stay exact
+    return np.rint(scaled).astype(np.uint8)
 
 
 def render(hu: np.ndarray, windows: list[Window]) -> Any:
@@ -381,7 +382,7 @@ def _dicom_hu(path: Path) -> np.ndarray:
             syntax = dataset.file_meta.get("TransferSyntaxUID")
             compressed = syntax is not None and syntax.is_compressed
             _check_pixel_data(dataset, syntax)
-            return apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)  # stored -> HU
+            return np.asarray(apply_modality_lut(dataset.pixel_array, dataset), dtype=np.float64)  # stored -> HU
     except SliceError:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged files and decoder plugins raise many types

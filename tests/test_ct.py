@@ -403,20 +403,27 @@ def test_localizers_skipped_and_planes_from_orientation(tmp_path):
 
 
 def test_real_ct_file_hu_and_window(tmp_path):
-    """CT_small.dcm through pydicom's modality LUT and windowing equals the textbook formula computed here."""
+    """CT_small.dcm: HU from pydicom's modality LUT, then our window, equal to pydicom's own windowing with DICOM's
+    LINEAR_EXACT function (up to exact x.5 ties, which pydicom's float arithmetic rounds either way)."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_windowing
+
     source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     copy_testdata("CT_small.dcm", tmp_path / "raw" / "ct.dcm")
     _, records, _, dataset_dir = convert(tmp_path, tmp_path / "raw", "--window", "abdomen")
+    assert records[0]["messages"][1]["content"] == "Axial CT slice 1 of 1, abdomen window."
     hu = source.pixel_array.astype(int) * int(source.RescaleSlope) + int(source.RescaleIntercept)  # (128, 128)
     width, level = WINDOWS["abdomen"]
-    scaled = (np.clip(hu, level - width // 2, level + width // 2) - (level - width // 2)) * 255  # / width
-    # Exact ties (x.5 grey levels) may round either way in pydicom's float arithmetic.
+    scaled = (np.clip(hu, level - width // 2, level + width // 2) - (level - width // 2)) * 255  # / width, exact
     ties = scaled % width * 2 == width
-    expected = np.rint(scaled / width)
     actual = pixels(dataset_dir, records[0])[..., 0]
-    np.testing.assert_array_equal(actual[~ties], expected[~ties])
-    assert (np.abs(actual[ties] - expected[ties]) <= 1).all()
-    assert records[0]["messages"][1]["content"] == "Axial CT slice 1 of 1, abdomen window."
+    np.testing.assert_array_equal(actual, np.rint(scaled / width).astype(np.uint8))  # half to even at ties
+    display = Dataset()  # a 0..255 display with the abdomen window
+    display.PhotometricInterpretation, display.BitsStored, display.PixelRepresentation = "MONOCHROME2", 8, 0
+    display.WindowWidth, display.WindowCenter, display.VOILUTFunction = width, level, "LINEAR_EXACT"
+    by_pydicom = np.rint(apply_windowing(hu.astype(np.float64), display))
+    assert ties.sum() > 0 and (actual[~ties] == by_pydicom[~ties]).all()
+    assert (np.abs(actual[ties] - by_pydicom[ties]) <= 1).all()
 
 
 def _slices(input: Path, window: str) -> tuple[list[str], list[np.ndarray], dict[str, tuple[str, str]]]:
