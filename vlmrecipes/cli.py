@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("vlmrecipes.demo_data", "generate the bundled synthetic demo datasets"),
     "smoke": ("vlmrecipes.smoke", "run a recipe for a few CPU steps on its tiny twin: train, predict, export"),
     "demo": ("vlmrecipes.demo", "train a tiny VLM on synthetic shapes on the CPU; accuracy before/after"),
+    "realsize": ("vlmrecipes.realsize", "a training recipe's real-size model on the meta device: parameters, freezing, LoRA"),
+    "plan": ("vlmrecipes.plan", "predicted peak GPU memory per device of a training recipe, and whether it fits"),
     "build": ("vlmrecipes.build", "assemble a custom architecture (siglip-qwen, multiway) from checkpoints"),
     "convert": ("vlmrecipes.data_converters.cli", "convert a raw public dataset to a registered ShareGPT dataset"),
     "validate": ("vlmrecipes.data_converters.validate", "check a dataset as LLaMA-Factory will see it"),

@@ -141,8 +141,13 @@ class BuiltModel:
 
     model: object
     description: str  # e.g. "Qwen/Qwen3-VL-8B-Thinking" or "Multiway on Qwen/Qwen2.5-VL-3B-Instruct"
+    label: str  # short name for tables, e.g. "Qwen3-VL-8B-Thinking", "Multiway-Qwen2.5-VL-3B-Instruct"
     image_processor_of: str | None  # stored checkpoint whose image processor the model uses
     checks: list[PublishedCheck]
+
+
+def _short(model_id: str) -> str:
+    return model_id.rstrip("/").split("/")[-1]
 
 
 def _check(what: str, ours: int, model_id: str) -> PublishedCheck:
@@ -171,7 +176,7 @@ def build_hub_model(model_id: str) -> BuiltModel:
     checks = [_check(f"{model_id} ({type(model).__name__})", count_parameters(model), model_id)]
     if model.config.model_type in _THINKER_MODEL_TYPES:
         model = model.thinker
-    return BuiltModel(model, model_id, model_id, checks)
+    return BuiltModel(model, model_id, _short(model_id), model_id, checks)
 
 
 def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
@@ -185,7 +190,7 @@ def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
     multiway = count_parameters(model, name_contains=".multiway.")
     checks = [_check(f"{args.base} part (all but the {multiway:,} Multiway parameters)",
                      count_parameters(model) - multiway, args.base)]
-    return BuiltModel(model, f"Multiway on {args.base}", args.base, checks)
+    return BuiltModel(model, f"Multiway on {args.base}", f"Multiway-{_short(args.base)}", args.base, checks)
 
 
 def build_siglip_qwen_model(args: argparse.Namespace) -> BuiltModel:
@@ -210,7 +215,8 @@ def build_siglip_qwen_model(args: argparse.Namespace) -> BuiltModel:
                count_parameters(model.model.language_model) + count_parameters(model.lm_head)
                - (model.config.tie_word_embeddings and model.lm_head.weight.numel()), args.llm),
     ]
-    return BuiltModel(model, f"Llava: {args.vision} + {args.llm}", None, checks)
+    return BuiltModel(model, f"Llava: {args.vision} + {args.llm}", f"{_short(args.vision)} + {_short(args.llm)}",
+                      None, checks)
 
 
 _BUILDERS = {"multiway": build_multiway_model, "siglip-qwen": build_siglip_qwen_model}
@@ -288,6 +294,7 @@ class RealSize:
 
     recipe: Path
     model_description: str
+    model_label: str
     model_class: str
     config: object  # the trained model's transformers config (the Thinker's for Omni)
     total_params: int  # of the trained model, LoRA adapters included
@@ -298,6 +305,10 @@ class RealSize:
     frozen_keys: dict[str, int]  # composite-model key -> parameters it froze (get_forbidden_modules)
     lora_targets: list[str]  # module names LoRA wrapped, by their last component
     lora_wrapped: int  # number of wrapped modules
+    lora_in_features: int  # sum of the wrapped modules' input widths (LoRA dropout keeps one copy of each input)
+    lora_rank: int
+    lora_dropout: float
+    largest_layer_params: int  # parameters of the largest language-model decoder layer
     modules_to_save: list[str]
     image_tokens: int  # LM tokens per image at image_max_pixels (after the merger)
     vision_patches: int  # tokens the vision tower runs on per image (before the merger)
@@ -306,20 +317,33 @@ class RealSize:
     vision_trainable: int = 0  # trainable parameters under those keys
 
 
+def _largest_decoder_layer(model) -> int:
+    """Parameters of the largest block of the language model (the ModuleList `...layers` holding the most)."""
+    import torch
+
+    stacks = [module for name, module in model.named_modules()
+              if isinstance(module, torch.nn.ModuleList) and name.endswith("layers")]
+    decoder = max(stacks, key=count_parameters)
+    return max(count_parameters(layer) for layer in decoder)
+
+
 def _composite(model):
     from llamafactory.model.model_utils.visual import COMPOSITE_MODELS
 
     return COMPOSITE_MODELS.get(getattr(model.config, "model_type", None))
 
 
-def measure(recipe_path: str | Path) -> RealSize:
-    """Build `recipe_path`'s model on the meta device and apply its freeze flags / LoRA through LLaMA-Factory."""
+def measure(recipe_path: str | Path, overrides: dict | None = None) -> RealSize:
+    """Build `recipe_path`'s model on the meta device and apply its freeze flags / LoRA through LLaMA-Factory.
+
+    `overrides` replace recipe keys, as `llamafactory-cli train RECIPE key=value` would.
+    """
     import torch
     from llamafactory.model.adapter import init_adapter
     from llamafactory.model.model_utils.visual import get_forbidden_modules
 
     recipe_path = Path(recipe_path)
-    recipe = recipe_files.load(recipe_path)
+    recipe = {**recipe_files.load(recipe_path), **(overrides or {})}
     if recipe_files.kind(recipe) != "train":
         raise ValueError(f"{recipe_path}: a {recipe_files.kind(recipe)} recipe; realsize measures training recipes")
     model_args, _, _, finetuning_args = parse_recipe_args(recipe)
@@ -330,12 +354,14 @@ def measure(recipe_path: str | Path) -> RealSize:
     with torch.device("meta"):  # LoRA matrices are created beside their meta base layers
         model = init_adapter(model.config, model, model_args, finetuning_args, is_trainable=True)
 
-    lora_targets, lora_wrapped, modules_to_save = [], 0, []
+    lora_targets, lora_wrapped, lora_in_features, modules_to_save = [], 0, 0, []
     if finetuning_args.finetuning_type == "lora":
         peft_config = model.peft_config["default"]
         targets = peft_config.target_modules
         lora_targets = sorted({name.split(".")[-1] for name in ([targets] if isinstance(targets, str) else targets)})
-        lora_wrapped = sum(1 for name, _ in model.named_modules() if name.endswith(".lora_A"))
+        wrapped = [module for module in model.modules() if hasattr(module, "lora_A") and hasattr(module, "base_layer")]
+        lora_wrapped = len(wrapped)
+        lora_in_features = sum(module.base_layer.in_features for module in wrapped)
         modules_to_save = sorted(peft_config.modules_to_save or [])
     composite = _composite(built.model)
     vision_keys = list(composite.vision_model_keys) if composite else []
@@ -343,6 +369,7 @@ def measure(recipe_path: str | Path) -> RealSize:
     return RealSize(
         recipe=recipe_path,
         model_description=built.description,
+        model_label=built.label,
         model_class=type(built.model).__name__,
         config=built.model.config,
         total_params=count_parameters(model),
@@ -353,6 +380,10 @@ def measure(recipe_path: str | Path) -> RealSize:
         frozen_keys=frozen_keys,
         lora_targets=lora_targets,
         lora_wrapped=lora_wrapped,
+        lora_in_features=lora_in_features,
+        lora_rank=finetuning_args.lora_rank,
+        lora_dropout=finetuning_args.lora_dropout,
+        largest_layer_params=_largest_decoder_layer(built.model),
         modules_to_save=modules_to_save,
         image_tokens=tokens,
         vision_patches=patches,
