@@ -7,7 +7,6 @@ scored on its answer, not on its reasoning. Per-sample functions return a float 
 
 from __future__ import annotations
 
-import itertools
 import re
 import unicodedata
 from collections import Counter
@@ -37,32 +36,32 @@ def strip_thinking(text: str) -> str:
 # VQAv2 answer normalisation, following the official evaluation script (GT-Vision-Lab/VQA
 # PythonEvaluationTools/vqaEvaluation/vqaEval.py) and the rules on visualqa.org/evaluation.html.
 
-# Canonical contractions. The official table maps each form with apostrophes missing ("dont", "couldnt've",
-# "couldn'tve", "couldntve") to the canonical one; we derive those keys from this list instead of spelling
-# them out. Keys that are ordinary words ("well" from "we'll", "its" from "it's") are not in the table.
+# The official `contractions` table, built instead of spelled out. Each key is a canonical contraction
+# written with exactly one of its apostrophes missing ("dont" -> "don't"; "couldnt've" and "couldn'tve" ->
+# "couldn't've"; "yall'd've", "y'alld've", "y'all'dve" -> "y'all'd've"), which is how every official key is
+# formed; the canonical forms below are the official table's values, except:
+# - "I'm", "I've", "I'd've": the official keys ("Im", "Ive", "Id've", "I'dve") are capitalised but are
+#   looked up after lower-casing, so they never apply ("im" stays "im"); they are left out.
+# - "let's", "she's": the official table maps them to themselves only ("lets", "shes" stay): left out.
+# - "he'll", "we'll", "it's"...: absent from the official table ("hell", "well", "its" are words).
+# - "somebody'd": the official entry is reversed ("somebody'd" -> "somebodyd"), kept as such below.
 _CONTRACTIONS = (
     "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't "
-    "he'd he'd've he'll he's how'd how'll how's i'd've i'm i've isn't it'd it'd've it'll let's ma'am mightn't "
-    "mightn't've might've mustn't must've needn't not've o'clock oughtn't shan't she'd've she'll she's "
-    "should've shouldn't shouldn't've somebody'd somebody'd've somebody'll somebody's someone'd someone'd've "
-    "someone'll someone's something'd something'd've something'll that's there'd there'd've there're there's "
-    "they'd they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's "
-    "what've when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't "
-    "would've wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've"
+    "he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've "
+    "mustn't must've needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't "
+    "shouldn't've somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's "
+    "something'd something'd've something'll that's there'd there'd've there're there's they'd they'd've "
+    "they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's "
+    "where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't "
+    "wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've"
 ).split()
-_NOT_CONTRACTIONS = frozenset({"ill", "well", "were", "wed", "shed", "hell", "shell", "its", "id", "lets",
-                               "whore", "cant've"})
 
 
 def _contraction_table() -> dict[str, str]:
-    table: dict[str, str] = {}
+    table = {"somebody'd": "somebodyd"}  # the official entry, reversed as it is there
     for canonical in _CONTRACTIONS:
-        parts = canonical.split("'")
-        # every way of dropping a subset of the apostrophes, e.g. couldn't've -> couldntve, couldnt've, couldn'tve
-        for keep in itertools.product((True, False), repeat=len(parts) - 1):
-            variant = parts[0] + "".join(("'" if k else "") + p for k, p in zip(keep, parts[1:]))
-            if variant != canonical and variant not in _NOT_CONTRACTIONS:
-                table[variant] = canonical
+        apostrophes = [i for i, c in enumerate(canonical) if c == "'"]
+        table.update({canonical[:i] + canonical[i + 1:]: canonical for i in apostrophes})
     return table
 
 
@@ -76,6 +75,8 @@ _COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
 # The official pattern "(?!<=\d)(\.)(?!\d)" means to keep decimal points, but its look-behind is malformed
 # and only the look-ahead acts: a period goes unless a digit follows ("2.5" stays, "5." -> "5").
 _PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
+# The official call passes re.UNICODE (32) where `sub` takes its count: at most 32 periods are removed.
+_PERIODS_REMOVED = 32
 
 
 def vqa_process_punctuation(text: str) -> str:
@@ -86,7 +87,7 @@ def vqa_process_punctuation(text: str) -> str:
     drop = _COMMA_BETWEEN_DIGITS.search(text) is not None
     for p in VQA_PUNCTUATION:
         out = out.replace(p, "" if drop or (p + " " in text or " " + p in text) else " ")
-    return _PERIOD_NOT_DECIMAL.sub("", out)
+    return _PERIOD_NOT_DECIMAL.sub("", out, count=_PERIODS_REMOVED)
 
 
 def vqa_process_digit_article(text: str) -> str:
@@ -100,9 +101,9 @@ def vqa_normalize(text: str) -> str:
     """An answer as the VQAv2 evaluator compares it: newlines/tabs to spaces, punctuation, digits, articles,
     contractions ("Two dogs." -> "2 dogs", "Dont know" -> "don't know").
 
-    The official script skips this when all ten human answers are identical (a quirk that makes "Yes." miss
-    "yes"); like lmms-eval's and LLaVA's VQAv2 evaluators we always normalise both sides, which is what
-    free-form generated answers need.
+    Deliberate deviation: the official `evaluate` normalises the answers only when the ten human answers
+    are not all identical, so "Yes." scores 0 against ten "yes" there and 1 here. Like lmms-eval's and
+    LLaVA's VQAv2 evaluators we always normalise both sides, which is what free-form generated answers need.
     """
     text = text.replace("\n", " ").replace("\t", " ").strip()
     return vqa_process_digit_article(vqa_process_punctuation(text))
@@ -112,6 +113,9 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """VQAv2 accuracy of one answer: the mean, over the 10 leave-one-annotator-out subsets of the human
     answers, of min(1, #humans in the subset who gave the prediction / 3) (Antol et al. 2015, VQA, and the
     official vqaEval.py). With fewer than 10 answers the same leave-one-out average is taken over those given.
+
+    Deliberate deviation: with a single answer (the label alone, no `answers` field) the official formula
+    leaves no other annotator and scores every prediction 0; here it is exact match ("Yes" vs ["yes"] -> 1).
     """
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")

@@ -18,7 +18,8 @@ def test_strip_thinking(raw: str, answer: str) -> None:
     assert M.strip_thinking(raw) == answer
 
 
-# --- VQAv2 normalisation: the rules on visualqa.org/evaluation.html, one example each --------------------
+# --- VQAv2 normalisation: the rules on visualqa.org/evaluation.html, then the official vqaEval.py's quirks --
+# (GT-Vision-Lab/VQA master, each case worked through its processPunctuation/processDigitArticle by hand)
 @pytest.mark.parametrize("raw, normalised", [
     ("Yes.", "yes"),                       # lower-case, period removed
     ("2.5", "2.5"),                        # ... unless it is a decimal point
@@ -26,6 +27,7 @@ def test_strip_thinking(raw: str, answer: str) -> None:
     ("two dogs", "2 dogs"),                # number words to digits
     ("none", "0"),
     ("the dog", "dog"),                    # articles dropped
+    ("the cat.", "cat"),
     ("a red ball", "red ball"),
     ("dont know", "don't know"),           # contraction apostrophes restored
     ("Couldnt've", "couldn't've"),
@@ -34,6 +36,14 @@ def test_strip_thinking(raw: str, answer: str) -> None:
     ("1,000", "1000"),                     # comma between digits -> deleted
     ("man's hat", "man's hat"),            # apostrophe kept
     ("well\tdone\n", "well done"),         # "well" is a word, not "we'll"; tabs/newlines are spaces
+    # the official script's quirks
+    ("1,000 dogs, 2 cats", "1000 dogs 2 cats"),  # a digit comma anywhere: every mark is deleted, none spaced
+    ("couldntve", "couldntve"),            # only forms missing one apostrophe are in the table
+    ("'ows'at", "'ow's'at"),
+    ("Im", "im"),                          # the keys "Im", "Ive" are capitalised and looked up lower-cased
+    ("shes", "shes"),                      # "she's" maps only to itself
+    ("somebody'd", "somebodyd"),           # the one reversed entry
+    ("." * 34 + "x", "..x"),               # re.UNICODE is passed as sub's count: at most 32 periods go
 ])
 def test_vqa_normalisation(raw: str, normalised: str) -> None:
     assert M.vqa_normalize(raw) == normalised
