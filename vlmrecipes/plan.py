@@ -44,6 +44,8 @@ o_proj input 2h, the MLP input 2h, and gate, up, act(gate), act(gate)*up 8I: e_l
   vision       only a trainable tower keeps activations (a frozen one has no input or weight requiring grad):
                the same per-layer bookkeeping on the tower's patches (b images of p patches; 4I for its non-gated
                GELU MLPs), inputs only under gradient checkpointing
+Multiway blocks are counted in their decoder layer's parameters; their own activations exist only inside the
+recomputed layer under gradient checkpointing and are not modelled.
 Device overhead (assumptions until calibrated on a GPU): the CUDA context, 0.6 GiB, and the caching allocator's
 fragmentation, 10% of the allocated peak.
 
@@ -166,19 +168,19 @@ class Plan:
             if N > 1:
                 terms.append(Term("ddp buckets", 4 * T, f"4 x {T:,} trainable"))
             return terms
-        weights = 0 if z.stage == 3 and z.offload_param else half * P / (N if z.stage == 3 else 1)
-        grads = half * T / (N if z.stage >= 2 else 1)
-        optimizer = 0 if z.offload_optimizer else 12 * T / N
-        where = {"weights": "CPU" if z.stage == 3 and z.offload_param else None,
-                 "optimizer": "CPU" if z.offload_optimizer else None}
-        return [
-            Term("weights", weights, where["weights"] and f"offloaded: {half} x {P:,} in CPU RAM"
-                 or f"{half} x {P:,}" + (f" / {N}" if z.stage == 3 else "")),
-            Term("gradients", grads, f"{half} x {T:,}" + (f" / {N}" if z.stage >= 2 else "")),
-            Term("optimizer", optimizer, where["optimizer"] and f"offloaded: 12 x {T:,} / {N} in CPU RAM"
-                 or f"12 x {T:,} / {N} (fp32 master + AdamW moments)"),
-            self._zero_buffers(),
-        ]
+        shards = N if z.stage == 3 else 1
+        if z.stage == 3 and z.offload_param:
+            weights = Term("weights", 0, f"offloaded: {half} x {P:,} / {N} in CPU RAM")
+        else:
+            weights = Term("weights", half * P / shards, f"{half} x {P:,}" + (f" / {N}" if shards > 1 else ""))
+        if z.offload_optimizer:
+            optimizer = Term("optimizer", 0, f"offloaded: 12 x {T:,} / {N} in CPU RAM")
+        else:
+            optimizer = Term("optimizer", 12 * T / N, f"12 x {T:,} / {N} (fp32 master + AdamW moments)")
+        grad_shards = N if z.stage >= 2 else 1
+        gradients = Term("gradients", half * T / grad_shards,
+                         f"{half} x {T:,}" + (f" / {N}" if grad_shards > 1 else ""))
+        return [weights, gradients, optimizer, self._zero_buffers()]
 
     def _zero_buffers(self) -> Term:
         h, z, half = self.text.hidden_size, self.zero, self.half

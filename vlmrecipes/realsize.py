@@ -172,7 +172,8 @@ def _load_class(config):
 
 def build_hub_model(model_id: str) -> BuiltModel:
     """A stored checkpoint as LLaMA-Factory loads it: the whole model is checked, the Thinker kept for Omni."""
-    model = build_on_meta(pretrained_config(model_id), _load_class(pretrained_config(model_id)))
+    config = pretrained_config(model_id)
+    model = build_on_meta(config, _load_class(config))
     checks = [_check(f"{model_id} ({type(model).__name__})", count_parameters(model), model_id)]
     if model.config.model_type in _THINKER_MODEL_TYPES:
         model = model.thinker
@@ -194,7 +195,7 @@ def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
 
 
 def build_siglip_qwen_model(args: argparse.Namespace) -> BuiltModel:
-    """`vlmr build siglip-qwen --vision ... --llm ...`: the Llava model from the two stored configs (siglip_qwen's config)."""
+    """`vlmr build siglip-qwen --vision ... --llm ...`: the Llava model of the two stored configs (siglip_qwen's)."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     from vlmrecipes.plugins.siglip_qwen import llava_config
