@@ -20,30 +20,49 @@ CONVERSATION_KEYS = frozenset({"messages", "conversations", "images", "videos", 
 IMAGE_TOKEN = "<image>"
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, as an error message should say it."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a bad line raises naming the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, object) for every non-blank line; a bad line raises ValueError naming the file, the line
+    and the fix. Lines are decoded one by one, so a file that is not UTF-8 is reported at its first bad line
+    (a UTF-8 byte-order mark, as Windows editors write, is accepted)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                                 "line); save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`") from e
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # so that colno counts within the line
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}); each line must be one JSON object") from e
+                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg} at column {e.colno}); each line must be one "
+                                 "JSON object") from e
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: a JSON {type(row).__name__}, expected an object")
+                raise ValueError(f"{path}:{lineno}: a JSON {json_type(row)}, expected an object")
             yield lineno, row
 
 
 def load_predictions(path: Path) -> list[dict[str, Any]]:
-    """Prediction rows with `_line` (their line number) added; each must carry string `predict` and `label`."""
+    """Prediction rows with `_file` and `_line` (where they are) added; each must carry string `predict` and
+    `label`."""
     rows = []
     for lineno, row in read_jsonl(path):
         for key in ("predict", "label"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{path}:{lineno}: missing string field {key!r}; is this a "
-                                 "generated_predictions.jsonl (prompt/predict/label per line)?")
-        rows.append({**row, "_line": lineno})
+            if key not in row:
+                raise ValueError(f"{path}:{lineno}: no {key!r} field; is this a generated_predictions.jsonl "
+                                 "(prompt/predict/label per line)?")
+            if not isinstance(row[key], str):
+                raise ValueError(f"{path}:{lineno}: {key!r} is a JSON {json_type(row[key])} "
+                                 f"({json.dumps(row[key])[:40]}), not a string; write the answer as text, "
+                                 f"e.g. {json.dumps(str(row[key]))[:40]}")
+        rows.append({**row, "_file": str(path), "_line": lineno})
     if not rows:
         raise ValueError(f"{path}: no predictions")
     return rows
@@ -100,11 +119,15 @@ def load_examples(name_or_file: str | Path, dataset_dir: Path = DATASET_DIR) -> 
             raise ValueError(f"{path}:{lineno}: no `messages` list; is this a ShareGPT dataset?")
         texts = {}
         for turn in turns:
+            if not isinstance(turn, dict):
+                raise ValueError(f"{path}:{lineno}: a turn is a JSON {json_type(turn)}; each turn must be an "
+                                 "object with role/content (or from/value)")
             role = turn.get("role") or turn.get("from")
             role = {"human": "user", "gpt": "assistant"}.get(role, role)
             texts.setdefault(role, turn.get("content") if "content" in turn else turn.get("value"))
-        if not texts.get("user") or texts.get("assistant") is None:
-            raise ValueError(f"{path}:{lineno}: needs a user turn and an assistant turn")
+        if not isinstance(texts.get("user"), str) or not texts["user"] or not isinstance(texts.get("assistant"), str):
+            raise ValueError(f"{path}:{lineno}: needs a user turn and an assistant turn with text content; run "
+                             f"`vlmr validate {path}` to check the dataset")
         images = [image_path(str(i), roots) for i in record.get("images") or []]
         extra = {k: v for k, v in record.items() if k not in CONVERSATION_KEYS}
         examples.append(Example(lineno, texts["user"], texts["assistant"], images, extra))

@@ -272,26 +272,48 @@ UNMAPPED = "<unmapped>"
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
+    """Case-folded words, punctuation and underscores dropped ("Thumbs-up!" -> ["thumbs", "up"], "Überrascht")."""
+    return re.findall(r"[^\W_]+", text.casefold())
+
+
+def _phrase(text: str) -> str:
+    return " ".join(_words(text))
 
 
 def map_label(text: str, labels: Sequence[str]) -> str | None:
     """The label of `labels` that `text` names, or None.
 
-    In order: the whole text equals a label (case-insensitive); else the first word of the text that is a
-    label or a synonym of one (EMOTION_SYNONYMS), so "Happiness.", "The person looks happy" and "joyful"
-    all map to "happy". Labels outside the synonym table match by their own name only.
+    In order: the text's words equal a label's (case and punctuation ignored: "HAPPY." names "Happy");
+    else the first word of the text that is a label or a synonym of one (EMOTION_SYNONYMS), so
+    "Happiness.", "The person looks happy" and "joyful" all map to "happy". Labels outside the synonym
+    table match by their own name only.
     """
     text = strip_thinking(text)
-    by_name = {label.lower(): label for label in labels}
-    if text.strip().strip(".!").lower() in by_name:
-        return by_name[text.strip().strip(".!").lower()]
+    by_name = {_phrase(label): label for label in labels}
+    if _phrase(text) in by_name:
+        return by_name[_phrase(text)]
     by_concept = {_EMOTION_CONCEPT.get(w, w): label for label in labels for w in _words(label)[:1]}
     for word in _words(text):
         concept = _EMOTION_CONCEPT.get(word, word)
         if concept in by_concept:
             return by_concept[concept]
     return None
+
+
+def gold_classes(golds: Sequence[str]) -> dict[str, str]:
+    """The class of each gold label, for a label set read from the data (no `--labels`).
+
+    Gold labels go through the normalisation `map_label` gives predictions: case and punctuation are
+    ignored and synonyms are one class, so "Happy", "happy", "HAPPY." and "Happiness" are one class. A class
+    is named by its most frequent form (lower-cased words; the first seen on a tie): FER2013's "angry" stays
+    "angry", not the synonym table's "anger". Labels outside the synonym table group by their words.
+    """
+    concept = {gold: _EMOTION_CONCEPT.get(_phrase(gold), _phrase(gold)) for gold in golds}
+    forms = Counter((concept[gold], _phrase(gold)) for gold in golds)
+    names: dict[str, str] = {}
+    for (key, form), _ in forms.most_common():  # stable: equal counts keep their first-seen order
+        names.setdefault(key, form)
+    return {gold: names[key] for gold, key in concept.items()}
 
 
 def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:

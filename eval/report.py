@@ -139,16 +139,25 @@ def _classification(rows: list[dict], out: Path, gold: list[str], predicted: lis
     return result
 
 
+def _where(row: dict) -> str:
+    """FILE:LINE of a prediction row (`vlmr bench` scores rows that know only their dataset line)."""
+    return f"{row['_file']}:{row['_line']}" if "_file" in row else f"dataset line {row['_line']}"
+
+
 def score_emotion(rows: list[dict], out: Path, labels: Sequence[str] | None) -> TaskResult:
     # the dataset's `label` extra field and LLaMA-Factory's `label` (the reference answer) are the same text
-    labels = list(labels) if labels else sorted({" ".join(r["label"].split()) for r in rows}, key=str.lower)
-    gold = []
-    for r in rows:
-        mapped = M.map_label(r["label"], labels)
-        if mapped is None:
-            raise ValueError(f"prediction line {r['_line']}: gold label {r['label']!r} is not one of --labels "
-                             f"{', '.join(labels)}; add it to --labels or fix the dataset")
-        gold.append(mapped)
+    if labels:
+        labels = list(labels)
+        gold = [M.map_label(r["label"], labels) for r in rows]
+        problem = f"is not one of --labels {', '.join(labels)}; add it to --labels or fix the dataset"
+    else:  # the classes of the gold labels, normalised as predictions are ("Happy", "HAPPY." -> "happy")
+        classes = M.gold_classes([r["label"] for r in rows])
+        gold = [classes[r["label"]] or None for r in rows]
+        labels = sorted(set(classes.values()) - {""})
+        problem = "has no words; fix the dataset's label"
+    for r, g in zip(rows, gold):
+        if g is None:
+            raise ValueError(f"{_where(r)}: gold label {r['label']!r} {problem}")
     return _classification(rows, out, gold, [M.map_label(r["predict"], labels) for r in rows], labels, "emotion")
 
 
@@ -160,7 +169,7 @@ def score_choice(rows: list[dict], out: Path, labels: Sequence[str] | None) -> T
         answer = r.get("answer") if isinstance(r.get("answer"), str) else r["label"]
         g = M.extract_choice(answer, letters, options)
         if g is None:
-            raise ValueError(f"prediction line {r['_line']}: no option letter ({letters}) in the gold answer "
+            raise ValueError(f"{_where(r)}: no option letter ({letters}) in the gold answer "
                              f"{answer!r}; multiple-choice labels must name a letter")
         gold.append(g)
         predicted.append(M.extract_choice(r["predict"], letters, options))
@@ -312,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         out = args.out or args.predictions.parent / f"eval_{args.task}"
         report = evaluate(args.predictions, args.task, out, args.labels, args.dataset, args.name)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # bad input (file:line and the fix), missing or unreadable file
         print(f"vlmr eval: {e}", file=sys.stderr)
         return 1
     print(json.dumps(report["metrics"], indent=2))

@@ -58,6 +58,41 @@ def test_emotion_report_with_unmapped_answers(tmp_path):
     assert {"emotion_confusion.png", "emotion_recall.png"} <= set(report["plots"])
 
 
+def test_emotion_gold_labels_without_labels_are_normalised_like_predictions(tmp_path):
+    """No --labels: "Happy", "happy", "HAPPY." (and the synonym "Happiness") are one gold class, as they are
+    one class for predictions; FER2013's own word "angry" names its class."""
+    rows = [_pred("happy", "Happy"), _pred("HAPPY", "happy"), _pred("sad", "HAPPY."), _pred("joyful", "Happiness"),
+            _pred("Sad.", "sad"), _pred("furious", "angry"), _pred("I don't know", "Angry!")]
+    report = evaluate(_jsonl(tmp_path / "p.jsonl", rows), "emotion", tmp_path / "r")
+    assert report["details"]["labels"] == ["angry", "happy", "sad"]
+    assert report["details"]["gold_counts"] == {"happy": 4, "angry": 2, "sad": 1}
+    assert report["details"]["per_class"]["happy"] == pytest.approx(
+        {"precision": 1.0, "recall": 0.75, "f1": 6 / 7, "support": 4})  # 3 of 4 happy found, no false happy
+    assert report["metrics"]["accuracy"] == pytest.approx(5 / 7) and report["details"]["unmapped"] == 1
+    per_class_rows = (tmp_path / "r" / "report.md").read_text().split("## per_class")[1].split("\n\n")[1]
+    assert [line.split(" | ")[0] for line in per_class_rows.splitlines()[2:]] == ["| angry", "| happy", "| sad"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"predict": "yes", "label": "yes"}\n{"predict": "caf\xe9", "label": "x"}\n',
+     "p.jsonl:2: not UTF-8 (byte 0xe9 at byte 17 of the line); save the file as UTF-8"),
+    (b'{"predict": 3, "label": "3"}\n', "p.jsonl:1: 'predict' is a JSON number (3), not a string; write the answer "
+                                         'as text, e.g. "3"'),
+    (b'{"predict": "yes", "label": null}\n', "p.jsonl:1: 'label' is a JSON null (null), not a string"),
+    (b'{"predict": "yes", "label": "yes"}\n\n{"predict": "no", "label": "no"\n',
+     "p.jsonl:3: not JSON (Expecting ',' delimiter at column 32); each line must be one JSON object"),
+    (b'["yes", "yes"]\n', "p.jsonl:1: a JSON array, expected an object"),
+    (b'{"prompt": "q", "label": "yes"}\n', "p.jsonl:1: no 'predict' field; is this a generated_predictions.jsonl"),
+])
+def test_bad_prediction_files_are_one_line_errors_naming_file_and_line(tmp_path, content, message):
+    (tmp_path / "p.jsonl").write_bytes(content)
+    proc = run_cli(["vlmr", "eval", str(tmp_path / "p.jsonl"), "--task", "vqa", "--out", str(tmp_path / "r")],
+                   check=False)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"vlmr eval: {tmp_path / message.split(':')[0]}:") and message in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
 def test_medvqa_caption_choice_reports(tmp_path):
     med = evaluate(_jsonl(tmp_path / "m.jsonl", [
         {**_pred("normal", "no"), "answer_type": "CLOSED"}, _pred("Yes.", "yes"), _pred("left lung", "left kidney")]),
