@@ -31,7 +31,9 @@ right (sagittal), anterior (coronal) or inferior (axial) slice: DICOM by ImagePo
 projected on the normal, by InstanceNumber (0020,0013) when positions are missing, then by file name. DICOM
 pixels are shown as stored; NIfTI slices as scanners store DICOM by default: axial with anterior at the top
 and the patient's right on the image's left, coronal and sagittal with superior at the top and the patient's
-right (coronal) or anterior (sagittal) on the left. NIfTI slices are read lazily, one in memory at a time.
+right (coronal) or anterior (sagittal) on the left. NIfTI slices are read lazily, one in memory at a time, in
+storage order (a gzip stream only reads forward cheaply), so a volume stored superior to inferior yields its
+records in that order, each with its `slice` number as above.
 
 De-identification: nothing read from a file header other than pixels, rescale values and geometry reaches
 the output. Series are named by a salted hash, HMAC-SHA256(salt, SeriesInstanceUID or file path relative to
@@ -238,6 +240,10 @@ class _Series:
         """Raises SliceError when slice `index` cannot be converted (reading it is the only sure check)."""
         self.hu(index)
 
+    def read_order(self, index: int) -> int:
+        """Sort key of slice `index` in the cheapest order to read the slices (by default slice order)."""
+        return index
+
 
 def _samples(series: _Series, captions: dict[str, list[Caption]] | None, windows: list[Window],
              every: int) -> Iterator[Record]:
@@ -266,11 +272,11 @@ def _samples(series: _Series, captions: dict[str, list[Caption]] | None, windows
         for row in rows:
             for k in ([row.slice] if row.slice is not None else selected):
                 wanted[k].append(row)
-    for k in sorted(wanted):
+    for k in sorted(k for k in wanted if not 0 <= k < count):
+        yield Skipped(f"{series.key}-{k:04d}", MALFORMED, f"--captions names slice {k}; the series has {count} "
+                                                          "readable slices")
+    for k in sorted((k for k in wanted if 0 <= k < count), key=lambda k: series.read_order(readable[k])):
         slice_id = f"{series.key}-{k:04d}"
-        if not 0 <= k < count:
-            yield Skipped(slice_id, MALFORMED, f"--captions names slice {k}; the series has {count} readable slices")
-            continue
         try:
             image = render(series.hu(readable[k]), windows)
         except SliceError as exc:  # it was readable a moment ago: the file changed during the conversion
@@ -506,6 +512,11 @@ class _NiftiSeries(_Series):
     def check(self, index: int) -> None:
         """Nothing per slice: the whole file's data was read once when it was loaded (`_load_nifti`)."""
 
+    def read_order(self, index: int) -> int:
+        """Storage order: a gzip stream kept open reads forward in one pass (a 512 x 512 x 100 .nii.gz: 0.8 s),
+        while a seek back decompresses from the start again (26 s in slice order when stored the other way)."""
+        return self.voxels[index]
+
     def hu(self, index: int) -> np.ndarray:
         selector = tuple(self.voxels[index] if a == self.slice_axis else slice(None) for a in range(3))
         try:
@@ -524,7 +535,7 @@ def _load_nifti(path: Path, where: str, salt: bytes) -> _NiftiSeries | Skipped:
     import nibabel as nib
 
     try:
-        img = nib.load(path)
+        img = nib.load(path, keep_file_open=True)  # one open gzip stream for all the slices (read_order)
         shape = img.shape
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on corrupt headers
         return Skipped(where, MALFORMED, f"not a readable NIfTI file ({type(exc).__name__}: {exc}): re-export/re-copy "

@@ -184,7 +184,9 @@ def test_nifti_slices_follow_the_affine(tmp_path):
     flipped[:3, 3] = [4.0, 0.0, 4.0]
     _nifti(tmp_path / "vols" / "flipped.nii", ras[::-1, :, ::-1], flipped)
     _, records, _, dataset_dir = convert(tmp_path, tmp_path / "vols", "--window", "2000/10")  # [-990, 1010]
-    assert [r["slice"] for r in records] == [0, 1, 2] * 2 and records[0]["slices"] == 3
+    # Records come in storage order (flipped.nii first: superior to inferior), numbered inferior to superior.
+    assert [r["slice"] for r in records] == [2, 1, 0, 0, 1, 2] and records[0]["slices"] == 3
+    records.sort(key=lambda r: (r["series"], r["slice"]))
     images = [pixels(dataset_dir, r)[..., 0] for r in records]  # grey, stored as RGB by the writer
     for a, b in zip(images[:3], images[3:]):
         np.testing.assert_array_equal(a, b)
