@@ -4,17 +4,21 @@ Runs the real `llamafactory-cli train RECIPE` for a few steps with the recipe's 
 - the model: the tiny random-weight twin of the recipe's family (chosen by its template, see `vlmr tiny`);
 - the data: the demo twin of each dataset (`vlmr_demo` in dataset_info.json, see `vlmr demo-data`);
 - the length: `max_steps`;
-- GPU-only switches that cannot run on a CPU: bf16/fp16, flash attention, Liger kernels, DeepSpeed
-  (the DeepSpeed configs have their own multi-process CPU test).
+- GPU-only switches that cannot run on a CPU: bf16/fp16, flash attention, Liger kernels, and DeepSpeed in a
+  single process. With `--nproc 2` or more the recipe's own `deepspeed` config is kept (or `--deepspeed` given),
+  and DeepSpeed runs its ZeRO stage over gloo on the CPU ranks.
 All of these go through LLaMA-Factory's own `key=value` CLI overrides; the recipe file is not edited.
-Then it runs the recipe's companions `<name>_predict.yaml` and `<name>_export.yaml` the same way and reloads
-the exported model with plain transformers to generate from a demo image.
+After training it checks what the log alone cannot show: the steps ran, every logged loss is finite, the weights
+were saved, and under DeepSpeed the checkpoint holds one ZeRO shard per rank. Then it runs the recipe's
+companions `<name>_predict.yaml` and `<name>_export.yaml` the same way and reloads the exported model with plain
+transformers to generate from a demo image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -100,16 +104,70 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class SmokeFailure(RuntimeError):
+    """Training exited 0 but did not do what a training run must (steps, finite loss, saved weights)."""
+
+
+def check_training(train_out: Path, steps: int, deepspeed_ranks: int = 0) -> dict:
+    """Raise SmokeFailure unless `train_out` shows `steps` steps, finite losses and saved weights.
+
+    `deepspeed_ranks` > 0: the checkpoint saved at the last step must hold DeepSpeed's ZeRO optimizer shard of
+    every rank (`checkpoint-<steps>/global_step<steps>/*zero_pp_rank_<r>_mp_rank_00_optim_states.pt`).
+    Returns what was found: {"steps", "losses", "weights", "zero_shards"}.
+    """
+    state_path = train_out / "trainer_state.json"
+    if not state_path.exists():
+        raise SmokeFailure(f"{state_path} is missing: the trainer did not finish (see train.log)")
+    state = json.loads(state_path.read_text())
+    if state.get("global_step") != steps:
+        raise SmokeFailure(f"{state_path}: global_step is {state.get('global_step')}, expected {steps}: the run "
+                           "stopped early or the dataset is too small for the steps asked")
+    losses = [entry["loss"] for entry in state.get("log_history", []) if "loss" in entry]
+    if not losses:
+        raise SmokeFailure(f"{state_path}: no training loss was logged (logging_steps=1 was passed)")
+    if not all(math.isfinite(loss) for loss in losses):
+        raise SmokeFailure(f"{state_path}: non-finite training loss {losses}: the recipe diverges or its labels "
+                           "are all masked (check cutoff_len against the image tokens)")
+    weights = sorted(p.name for p in train_out.glob("*.safetensors")
+                     if p.name == "adapter_model.safetensors" or p.name.startswith("model"))
+    if not weights:
+        raise SmokeFailure(f"{train_out}: no adapter_model.safetensors or model*.safetensors: the weights were not saved")
+    found = {"steps": steps, "losses": losses, "weights": weights, "zero_shards": []}
+    if deepspeed_ranks:
+        step_dir = train_out / f"checkpoint-{steps}" / f"global_step{steps}"
+        shards = sorted(p.name for p in step_dir.glob("*zero_pp_rank_*_mp_rank_00_optim_states.pt"))
+        expected = [f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in range(deepspeed_ranks)]
+        if [name.removeprefix("bf16_") for name in shards] != expected:
+            raise SmokeFailure(f"{step_dir}: DeepSpeed ZeRO optimizer shards {shards or 'none'}, expected one per "
+                               f"rank: {expected}")
+        found["zero_shards"] = shards
+    return found
+
+
 def _datasets(value) -> list[str]:
     return [d.strip() for d in str(value).split(",") if d.strip()]
 
 
+def logged_deepspeed_config(config: str | Path, out: Path) -> Path:
+    """`config` with DeepSpeed's own INFO log on (its default is WARNING), written to `out/deepspeed.json`.
+
+    Nothing else changes: train.log then shows DeepSpeed's engine lines ("Creating ... ZeRO stage 3 optimizer").
+    """
+    path = Path(config) if Path(config).is_absolute() else HOME / config
+    values = json.loads(path.read_text())
+    values.setdefault("log_level", "info")
+    out.mkdir(parents=True, exist_ok=True)
+    logged = out / "deepspeed.json"
+    logged.write_text(json.dumps(values, indent=2))
+    return logged
+
+
 def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc: int = 1,
-          deepspeed: str | None = None) -> dict:
+          deepspeed: str | None = None, train_only: bool = False) -> dict:
     """Train, predict and export `recipe_path` on its tiny twin; returns a summary (paths and seconds).
 
-    `nproc` ranks train through torchrun on the CPU: with `deepspeed` (a config path) through the DeepSpeed
-    engine, else DDP over gloo (the CPU backend).
+    `nproc` ranks train through torchrun on the CPU: through the DeepSpeed engine with `deepspeed` (a config
+    path) or else the recipe's own `deepspeed` config, otherwise DDP over gloo (the CPU backend).
     """
     recipe_path = Path(recipe_path).resolve()
     recipe = recipes.load(recipe_path)
@@ -120,20 +178,27 @@ def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc:
     train_data = [recipes.demo_twin(d, info) for d in _datasets(recipe["dataset"])]
     ensure_demo_data(train_data)
     lora = recipe.get("finetuning_type", "lora") == "lora"
-    summary: dict = {"recipe": str(recipe_path), "tiny_model": str(tiny), "seconds": {}}
+    summary: dict = {"recipe": str(recipe_path), "tiny_model": str(tiny), "deepspeed": None, "seconds": {}}
 
     train_out = out / "train"
     overrides = {**CPU_OVERRIDES, "model_name_or_path": str(tiny), "dataset": ",".join(train_data),
                  "dataset_dir": str(DATASET_DIR), "output_dir": str(train_out), "max_steps": str(steps),
                  "logging_steps": "1", "overwrite_output_dir": "true"}
     if nproc > 1:
-        overrides.update({"deepspeed": deepspeed} if deepspeed else {"ddp_backend": "gloo"})
+        deepspeed = deepspeed or recipe.get("deepspeed")
+        summary["deepspeed"] = deepspeed
+        # a checkpoint at the last step: DeepSpeed writes each rank's ZeRO shard there
+        overrides.update({"deepspeed": str(logged_deepspeed_config(deepspeed, out)), "save_strategy": "steps",
+                          "save_steps": str(steps)} if deepspeed else {"ddp_backend": "gloo"})
     elif deepspeed:
         raise ValueError("--deepspeed needs --nproc 2 or more: DeepSpeed runs under a distributed launcher")
     if "eval_dataset" in recipe:
         overrides["eval_dataset"] = ",".join(recipes.demo_twin(d, info, "test") for d in _datasets(recipe["eval_dataset"]))
     summary["seconds"]["train"] = llamafactory("train", recipe_path, overrides, out / "train.log", nproc)
     summary["train_output"] = str(train_out)
+    summary["checks"] = check_training(train_out, steps, nproc if summary["deepspeed"] else 0)
+    if train_only:
+        return summary
     trained = {"model_name_or_path": str(tiny), "adapter_name_or_path": str(train_out)} if lora else {
         "model_name_or_path": str(train_out)}
 
@@ -186,12 +251,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=4, help="test samples to predict (default 4)")
     parser.add_argument("--out", type=Path, help="output folder (default outputs/smoke/<recipe name>)")
     parser.add_argument("--nproc", type=int, default=1, help="CPU ranks for training, through torchrun")
-    parser.add_argument("--deepspeed", help="with --nproc > 1: a DeepSpeed config, e.g. recipes/deepspeed/ds_z2_config.json")
+    parser.add_argument("--deepspeed", help="with --nproc > 1: a DeepSpeed config instead of the recipe's, e.g. "
+                        "recipes/deepspeed/ds_z2_config.json")
+    parser.add_argument("--train-only", action="store_true", help="train and check it; skip predict, export, reload")
 
 
 def run(args: argparse.Namespace) -> int:
     out = (args.out or HOME / "outputs" / "smoke" / args.recipe.stem).resolve()
-    summary = smoke(args.recipe, out, args.steps, args.samples, args.nproc, args.deepspeed)
+    try:
+        summary = smoke(args.recipe, out, args.steps, args.samples, args.nproc, args.deepspeed, args.train_only)
+    except SmokeFailure as failure:
+        print(f"smoke FAILED: {args.recipe}: {failure}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2))
-    print(f"smoke OK: {args.recipe} (train, predict, export, reload) -> {out}")
+    done = "" if args.train_only else ", predict, export, reload"
+    print(f"smoke OK: {args.recipe} ({args.steps} steps with finite loss, weights saved{done}) -> {out}")
     return 0
