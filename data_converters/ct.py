@@ -356,7 +356,7 @@ def _read_header(path: Path, where: str) -> _DicomHeader | Skipped:
 
 def _header_fields(dataset: Any, path: Path, where: str) -> _DicomHeader | Skipped:
     if "Rows" not in dataset:  # the Image Pixel module: every image has it, RTSTRUCT/RTPLAN/SR/DICOMDIR not
-        sop = dataset.get("SOPClassUID")
+        sop = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")  # DICOMDIR: meta only
         if sop is not None and sop.name.endswith("Image Storage"):
             return Skipped(where, TRUNCATED_IMAGE, f"a {sop.name} file that ends before its image header: "
                                                    "truncated: re-export/re-copy the file")

@@ -294,9 +294,9 @@ def skips(report: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_every_file_ends_as_records_or_in_the_skip_report(tmp_path):
-    """Failure 2's rule for every kind of file in a study folder: DICOM without image, truncated, compressed
-    without decoder, non-CT, not DICOM; several series in one folder stay separate volumes, and slice numbers
-    count only the slices written."""
+    """Failure 2's rule for every kind of file in a study folder: DICOM without image (RTSTRUCT without preamble,
+    RTPLAN, SR, DICOMDIR), truncated, compressed without decoder, non-CT, not DICOM; several series in one folder
+    stay separate volumes, and slice numbers count only the slices written."""
     from pydicom.pixels import get_decoder
 
     raw, chest, rle, jpeg_ls = tmp_path / "study", f"{UID_ROOT}6.1", f"{UID_ROOT}6.2", f"{UID_ROOT}6.3"
@@ -306,7 +306,7 @@ def test_every_file_ends_as_records_or_in_the_skip_report(tmp_path):
     cut(real_slice(raw / "header_cut.dcm", series_uid=chest), 38000)  # ends inside the header, before Rows
     real_slice(raw / "rle.dcm", series_uid=rle, source="MR_small_RLE.dcm")  # RLE Lossless: pydicom decodes it
     real_slice(raw / "jpeg_ls.dcm", series_uid=jpeg_ls, source="JPEGLSNearLossless_16.dcm")
-    for name in ("rtstruct.dcm", "rtplan.dcm", "test-SR.dcm", "MR_small.dcm"):
+    for name in ("rtstruct.dcm", "rtplan.dcm", "test-SR.dcm", "MR_small.dcm", "DICOMDIR"):
         copy_testdata(name, raw / name)
     (raw / "notes.txt").write_text("scanned at 120 kV\n")
 
@@ -320,6 +320,8 @@ def test_every_file_ends_as_records_or_in_the_skip_report(tmp_path):
     assert skipped["header_cut.dcm"][0] == "truncated_image" and "re-export/re-copy" in skipped["header_cut.dcm"][1]
     for name, modality in [("rtstruct.dcm", "RTSTRUCT"), ("rtplan.dcm", "RTPLAN"), ("test-SR.dcm", "SR")]:
         assert skipped[name] == ("filtered", f"DICOM without image (Modality {modality}): not a slice, skipped")
+    dicomdir = "DICOM without image (Media Storage Directory Storage): not a slice, skipped"
+    assert skipped["DICOMDIR"] == ("filtered", dicomdir)
     assert skipped["MR_small.dcm"] == ("filtered", "modality 'MR', not CT (series in ./)")
     assert skipped["notes.txt"] == ("malformed_record", "not a DICOM file: remove it from the folder")
     if get_decoder(pydicom.uid.JPEGLSNearLossless).is_available:  # pylibjpeg/gdcm installed: it converts
