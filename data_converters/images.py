@@ -96,16 +96,17 @@ def classify(exc: BaseException, what: str, source: Any = None) -> ImageError:
     """The ImageError (reason, detail with the fix) for an exception Pillow raised while opening or decoding."""
     from PIL import Image
 
+    message = str(exc).rstrip(".")
     if isinstance(exc, FileNotFoundError):
         return ImageError(MISSING_IMAGE, f"{what} does not exist: check the path (relative paths resolve against "
                                          "media_dir, by default the dataset dir)")
     if isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
         return ImageError(EMPTY_IMAGE_FILE, f"{what} is zero bytes: re-download or drop the file")
     if isinstance(exc, Image.DecompressionBombError):
-        return ImageError(IMAGE_TOO_LARGE, f"{what}: {exc}: downscale it first")
-    if isinstance(exc, OSError) and ("truncated" in str(exc) or "broken data stream" in str(exc)):
-        return ImageError(TRUNCATED_IMAGE, f"{what}: {exc}: re-download or re-export the file, or drop it")
-    return ImageError(UNREADABLE_IMAGE, f"{what}: {type(exc).__name__}: {exc}: re-download or re-export the file "
+        return ImageError(IMAGE_TOO_LARGE, f"{what}: {message}: downscale it first")
+    if isinstance(exc, OSError) and ("truncated" in message or "broken data stream" in message):
+        return ImageError(TRUNCATED_IMAGE, f"{what}: {message}: re-download or re-export the file, or drop it")
+    return ImageError(UNREADABLE_IMAGE, f"{what}: {type(exc).__name__}: {message}: re-download or re-export the file "
                                         "(PNG or JPEG), or drop it")
 
 

@@ -22,10 +22,12 @@ stats prints the token-length distribution of a recipe's datasets and recommends
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -106,9 +108,12 @@ class ImageChecker:
     exact RGB image the image processor receives in training, with our patch when the plugin is loaded."""
 
     def __init__(self, recipe: dict[str, Any] | None = None):
-        from llamafactory.data.mm_plugin import get_mm_plugin
-        from llamafactory.data.template import TEMPLATES
-        from llamafactory.hparams import ModelArguments
+        # LLaMA-Factory's log handler, created on its first import, writes to the sys.stdout of that moment: point
+        # it at stderr, so that stdout holds validate's report alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            from llamafactory.data.mm_plugin import get_mm_plugin
+            from llamafactory.data.template import TEMPLATES
+            from llamafactory.hparams import ModelArguments
 
         recipe = recipe or {}
         name = recipe.get("template")

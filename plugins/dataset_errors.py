@@ -65,8 +65,8 @@ def describe_failure(data_args, example: dict[str, Any], exc: Exception) -> str:
     else:
         name = ",".join(_dataset_names(data_args)) or "NAME"
         where = f"a record of dataset {name!r} (images: {', '.join(source_name(i) for i in images) or 'none'})"
-    what = str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
-    if len(what) > 400:
+    what = (str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}").rstrip(".")
+    if len(what) > 400:  # LLaMA-Factory's image-count error quotes the whole conversation
         what = what[:400] + " ..."
     validate = f"vlmr validate {name} --dataset-dir {data_args.dataset_dir}"
     if os.path.abspath(data_args.media_dir) != os.path.abspath(data_args.dataset_dir):

@@ -11,7 +11,8 @@ For every case: LLaMA-Factory's patched loader (the qwen2_vl template's `_regula
 decoder and the converters' `load_rgb` give the same pixels, and the model sees a non-degenerate image; the
 16/32-bit cases are reported by validate as rescaled (file:line and the fix). With the patch removed
 (upstream), the 16-bit and float cases are clipped to white or black and the EXIF photo stays sideways;
-validate without the plugin reports those as `clipped_image` errors.
+validate on the upstream loader (what training uses when the plugin is not loaded) reports each clipped image
+as a `clipped_image` error with file:line.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli_env, run_cli
+from helpers import run_cli
 from PIL import Image
 
 from vlmrecipes.data_converters.images import load_rgb
-from vlmrecipes.data_converters.validate import ImageChecker
+from vlmrecipes.data_converters.validate import DatasetFile, ImageChecker, check_dataset, resolve
 from vlmrecipes.plugins import registry
 
 WIDTH, HEIGHT = 48, 32  # non-square (a transposition shows) and above Qwen2-VL's 28-pixel and 32x32 minimums
@@ -207,29 +208,38 @@ def test_upstream_clips_high_bit_depth_and_ignores_exif(tmp_path, plugin, upstre
     assert sideways.size == (WIDTH, HEIGHT)
 
 
-def test_validate_reports_rescaled_images_and_without_the_plugin_clipped_ones(tmp_path):
+def _modes_dataset(folder: Path) -> tuple[Path, dict[str, int]]:
+    """A dataset with one record per file case; (its path, case -> line)."""
     files = [case for case in sorted(CASES) if case not in IN_MEMORY]
     records = [{"messages": [{"role": "user", "content": "<image>What is shown?"},
                              {"role": "assistant", "content": case}],
-                "images": [Path(_source(case, tmp_path)).name]} for case in files]
-    dataset = tmp_path / "modes.jsonl"
+                "images": [Path(_source(case, folder)).name]} for case in files]
+    dataset = folder / "modes.jsonl"
     dataset.write_text("".join(json.dumps(r) + "\n" for r in records))
-    line_of = {case: index + 1 for index, case in enumerate(files)}
+    return dataset, {case: index + 1 for index, case in enumerate(files)}
 
+
+def test_validate_reports_rescaled_images(tmp_path):
+    dataset, line_of = _modes_dataset(tmp_path)
     patched = run_cli(["vlmr", "validate", str(dataset), "--dataset-dir", str(tmp_path)])
     warned = {line.split(":")[1] for line in patched.stdout.splitlines() if ": warning: " in line}
     assert warned == {str(line_of[case]) for case in HIGH_BIT_DEPTH}, patched.stdout
     assert f"{dataset}:{line_of['I16_png']}: warning: I16_png.png: I;16 image (values 0..60000) rescaled" in \
         patched.stdout and "`vlmr convert ct`" in patched.stdout
-    assert patched.stdout.splitlines()[-1] == f"{dataset}: {len(files)} records, 0 errors, {len(warned)} warnings"
+    assert patched.stdout.splitlines()[-1] == f"{dataset}: {len(line_of)} records, 0 errors, {len(warned)} warnings"
 
-    unpatched = run_cli(["vlmr", "validate", str(dataset), "--dataset-dir", str(tmp_path)], check=False,
-                        env=cli_env(VLMR_NO_AUTOLOAD="1"))
-    assert unpatched.returncode == 1
-    clipped = {line.split(":")[1] for line in unpatched.stdout.splitlines() if ": clipped_image: " in line}
-    assert clipped == {str(line_of[case]) for case in HIGH_BIT_DEPTH}, unpatched.stdout
-    assert f"{dataset}:{line_of['I16_png']}: clipped_image: I16_png.png: LLaMA-Factory clips the samples of this I;16 " \
-        "image to 0..255 (99.5% of the pixels pure white" in unpatched.stdout and "`vlmr doctor`" in unpatched.stdout
+
+def test_validate_without_the_plugin_reports_clipped_images(tmp_path, plugin, upstream):
+    """The upstream loader (what training uses when the plugin is not loaded): validate errors name file:line."""
+    dataset, line_of = _modes_dataset(tmp_path)
+    report = check_dataset(DatasetFile(dataset), tmp_path, False, ImageChecker())
+    assert {line.split(":")[1] for line in report.errors} == {str(line_of[case]) for case in HIGH_BIT_DEPTH}
+    assert all(": clipped_image: " in line for line in report.errors) and not report.warnings
+    ramp = next(line for line in report.errors if line.startswith(f"{dataset}:{line_of['I16_png']}: "))
+    assert ramp.startswith(f"{dataset}:{line_of['I16_png']}: clipped_image: I16_png.png: LLaMA-Factory clips the "
+                           "samples of this I;16 image to 0..255 (99.5% of the pixels pure white"), ramp
+    assert "`vlmr doctor`" in report.errors[0]
+
 
 
 def test_image_folder_of_16bit_scans_copy_writes_8bit_reference_is_rescaled_by_the_loader(tmp_path, plugin):
@@ -246,9 +256,10 @@ def test_image_folder_of_16bit_scans_copy_writes_8bit_reference_is_rescaled_by_t
         assert np.array_equal(np.asarray(written), np.asarray(plugin._regularize_images([source], **LIMITS)["images"][0]))
 
     run_cli([*convert, "--name", "referenced", "--media", "reference"])
-    report = run_cli(["vlmr", "validate", "referenced_train", "--dataset-dir", str(dataset_dir), "--allow-absolute"])
     train = dataset_dir / "referenced" / "train.jsonl"
-    for line, folder in ((1, "ct"), (2, "xray")):
-        assert f"{train}:{line}: warning: {tmp_path / 'raw' / folder / 'scan.png'}: I;16 image (values 0..60000) " \
-               "rescaled by its own range" in report.stdout
-    assert report.stdout.splitlines()[-1] == f"{train}: 2 records, 0 errors, 2 warnings"
+    report = check_dataset(resolve("referenced_train", dataset_dir), dataset_dir, True, ImageChecker())
+    assert not report.errors
+    assert report.warnings == [f"{train}:{line}: warning: {tmp_path / 'raw' / folder / 'scan.png'}: I;16 image (values "
+                               "0..60000) rescaled by its own range to 8 bits for the model, so its contrast depends on "
+                               "each image's min and max: for a calibrated window (CT: Hounsfield units) window it to 8 "
+                               "bits yourself or use `vlmr convert ct`" for line, folder in ((1, "ct"), (2, "xray"))]
