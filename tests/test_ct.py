@@ -445,8 +445,9 @@ def _slices(input: Path, window: str) -> tuple[list[str], list[np.ndarray], dict
 
 def test_nifti_plane_from_the_affine_and_display(tmp_path):
     """nibabel's anatomical.nii (L,A,S voxel axes) stored again with its slice axis along L-R and A-P (the same
-    anatomy, as a sagittal or coronal acquisition is stored): plane labels from the affine, and every sagittal
-    or coronal slice is the matching cut through the axial stack in the displayed orientation."""
+    anatomy, as a sagittal or coronal acquisition is stored), or with the header's slice dimension set: plane
+    labels from the affine, and every sagittal or coronal slice is the matching cut through the axial stack in
+    the displayed orientation."""
     img = nib.load(os.path.join(NIBABEL_DATA, "anatomical.nii"))
     orientation = nib.orientations.io_orientation(img.affine)
     for codes, name in [(("A", "S", "L"), "sagittal"), (("L", "S", "P"), "coronal")]:
@@ -454,6 +455,10 @@ def test_nifti_plane_from_the_affine_and_display(tmp_path):
         folder.mkdir()
         nib.save(img.as_reoriented(nib.orientations.ornt_transform(orientation, nib.orientations.axcodes2ornt(codes))),
                  folder / "anat.nii.gz")
+    (tmp_path / "dim_info").mkdir()  # the same L,A,S file whose header names voxel axis 0 (L-R) as the slice axis
+    sliced_lr = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header)
+    sliced_lr.header.set_dim_info(slice=0)
+    nib.save(sliced_lr, tmp_path / "dim_info" / "anat.nii")
     rotation = np.eye(4)  # 45 degrees about x: the slice axis is halfway between S and A
     rotation[1:3, 1:3] = [[np.cos(np.pi / 4), -np.sin(np.pi / 4)], [np.sin(np.pi / 4), np.cos(np.pi / 4)]]
     (tmp_path / "oblique").mkdir()
@@ -468,6 +473,9 @@ def test_nifti_plane_from_the_affine_and_display(tmp_path):
     assert answers[0] == "Sagittal CT slice 1 of 33, 32000/15000 window."
     # sagittal slice s (right -> left): rows superior -> inferior, columns anterior -> posterior
     np.testing.assert_array_equal(np.stack(sagittal), volume[::-1].transpose(2, 0, 1))
+    answers, by_dim_info, _ = _slices(tmp_path / "dim_info", window)
+    assert answers[0] == "Sagittal CT slice 1 of 33, 32000/15000 window."
+    np.testing.assert_array_equal(np.stack(by_dim_info), np.stack(sagittal))
     answers, coronal, _ = _slices(tmp_path / "coronal", window)
     assert answers[-1] == "Coronal CT slice 41 of 41, 32000/15000 window."
     # coronal slice c (anterior -> posterior): rows superior -> inferior, columns right -> left
