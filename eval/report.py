@@ -15,7 +15,8 @@ reference. Tasks and what they read (metric definitions in `vlmrecipes.eval.metr
 - medvqa: LLaVA-Med closed accuracy and open recall (token-level), split by `answer_type` (closed/open;
   missing -> yes/no answers are closed).
 - emotion: accuracy, macro-F1, per-class precision/recall, confusion matrix; labels from `--labels` or the
-  gold `label`s; unmapped answers counted.
+  gold `label`s, normalised as answers are (case, punctuation, synonyms: "Happy", "HAPPY." and "Happiness"
+  are one class); unmapped answers counted.
 - choice: option-letter accuracy (letters extracted from answer and label; `options` used when present).
 """
 
