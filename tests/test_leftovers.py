@@ -48,7 +48,7 @@ def _unreferenced_media(out: Path) -> set[str]:
 
 
 def test_rerun_after_sigkill_removes_the_killed_runs_files_and_nothing_else(tmp_path):
-    train_raw = _image_folder(tmp_path / "raw_train", per_class=1500, seed=0)
+    train_raw = _image_folder(tmp_path / "raw_train", per_class=1000, seed=0)
     test_raw = _image_folder(tmp_path / "raw_test", per_class=3, seed=1)  # same names as train's first three
     killed, clean = tmp_path / "killed", tmp_path / "clean"  # two dataset dirs: interrupted, uninterrupted
 
@@ -81,7 +81,7 @@ def test_rerun_after_sigkill_removes_the_killed_runs_files_and_nothing_else(tmp_
 
     assert not list(killed.rglob("*.tmp"))
     assert _unreferenced_media(out) == set()
-    assert len((out / "train.jsonl").read_text().splitlines()) == 3000
+    assert len((out / "train.jsonl").read_text().splitlines()) == 2000
     # Byte for byte what the uninterrupted run wrote: outputs, media names and bytes, the test split, the
     # user's file, dataset_info.json (so the disk usage is the same too).
     assert _files(killed) == _files(clean)
