@@ -1,4 +1,4 @@
-"""Robust image loading to 8-bit RGB, shared by the writer and by `vlmr validate`.
+"""Robust image loading to 8-bit RGB: the converters' writer, and the rule our LLaMA-Factory image patch applies.
 
 Every failure is an `ImageError(reason, detail)` with a reason from `schema` (never a bare PIL exception), so
 a bad image becomes one line of the skip report instead of a crash hours into training. What is handled:

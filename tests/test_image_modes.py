@@ -198,6 +198,15 @@ def test_validate_and_converters_see_what_llamafactory_feeds(case, folder, plugi
         assert np.asarray(fed)[..., 0].min() == 0 and np.asarray(fed)[..., 0].max() == 255
 
 
+def test_validate_decodes_with_the_recipes_template_and_pixel_limits(folder, plugin):
+    """48x32 at image_max_pixels 784 -> 34x22; Qwen2VLPlugin then raises the short side to its 28-pixel minimum."""
+    source = _source("RGB_jpeg", folder)
+    limits = {"image_max_pixels": 28 * 28, "image_min_pixels": 0}
+    fed = plugin._regularize_images([source], **limits)["images"][0]
+    checked = ImageChecker({"template": "qwen2_vl", **limits}).decode(source)
+    assert fed.size == checked.size == (34, 28) and np.array_equal(np.asarray(fed), np.asarray(checked))
+    assert ImageChecker(limits).decode(source).size == (34, 22)  # no template: LLaMA-Factory's base plugin
+
 def test_upstream_clips_high_bit_depth_and_ignores_exif(tmp_path, plugin, upstream):
     shares = {case: _white_black(plugin._regularize_images([_source(case, tmp_path)], **LIMITS)["images"][0])
               for case in sorted(HIGH_BIT_DEPTH)}
