@@ -140,6 +140,7 @@ class RunJournal:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.lock = os.open(self.out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         self.removed = (0, 0)  # (files, bytes) of earlier runs' leftovers removed at start
+        self.locks_unavailable = False
         if self._flock(fcntl.LOCK_EX | fcntl.LOCK_NB):
             self.removed = remove_leftovers(self.out_dir, self._journals())
         self._flock(fcntl.LOCK_SH)  # waits only while another run removes leftovers
@@ -158,7 +159,8 @@ class RunJournal:
         except BlockingIOError:
             return False
         except OSError as exc:
-            if operation & fcntl.LOCK_EX:
+            if not self.locks_unavailable:
+                self.locks_unavailable = True
                 print(f"warning: {self.out_dir}: file locks unavailable ({exc.strerror}): leftovers of interrupted "
                       "conversions are not removed", file=sys.stderr)
             return False
@@ -167,17 +169,17 @@ class RunJournal:
     def _journals(self) -> list[Path]:
         return sorted(self.out_dir.glob(f"*{JOURNAL_SUFFIX}"))
 
-    def will_create(self, name: PurePosixPath) -> None:
+    def will_create(self, name: str) -> None:
         """Journal `media/<name>` before it (or its `.tmp`) is created."""
-        self.file.write(orjson.dumps(str(name), option=orjson.OPT_APPEND_NEWLINE))
+        self.file.write(orjson.dumps(name, option=orjson.OPT_APPEND_NEWLINE))
 
     def close(self, orphans: list[str]) -> None:
         """End the run. `orphans`: the media names it created that its committed output does not use (all of
         them when it did not commit)."""
         self.file.close()
         try:
-            if self._flock(fcntl.LOCK_EX | fcntl.LOCK_NB):  # its own journal is replaced by `orphans`: no scan when there are none
-                self.path.unlink()
+            if self._flock(fcntl.LOCK_EX | fcntl.LOCK_NB):
+                self.path.unlink()  # replaced by `orphans`: no scan of the outputs when there are none
                 remove_leftovers(self.out_dir, self._journals(), orphans)
         finally:
             os.close(self.lock)

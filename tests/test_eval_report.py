@@ -76,8 +76,8 @@ def test_emotion_gold_labels_without_labels_are_normalised_like_predictions(tmp_
 @pytest.mark.parametrize("content, message", [
     (b'{"predict": "yes", "label": "yes"}\n{"predict": "caf\xe9", "label": "x"}\n',
      "p.jsonl:2: not UTF-8 (byte 0xe9 at byte 17 of the line); save the file as UTF-8"),
-    (b'{"predict": 3, "label": "3"}\n', "p.jsonl:1: 'predict' is a JSON number (3), not a string; write the answer "
-                                         'as text, e.g. "3"'),
+    (b'{"predict": 3, "label": "3"}\n',
+     "p.jsonl:1: 'predict' is a JSON number (3), not a string; write the answer as text, e.g. \"3\""),
     (b'{"predict": "yes", "label": null}\n', "p.jsonl:1: 'label' is a JSON null (null), not a string"),
     (b'{"predict": "yes", "label": "yes"}\n\n{"predict": "no", "label": "no"\n',
      "p.jsonl:3: not JSON (Expecting ',' delimiter at column 32); each line must be one JSON object"),
