@@ -394,6 +394,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    realsize.quiet_llamafactory()
     if args.readme_table:
         print(readme_table())
         return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -337,14 +338,21 @@ def _composite(model):
 def measure(recipe_path: str | Path, overrides: dict | None = None) -> RealSize:
     """Build `recipe_path`'s model on the meta device and apply its freeze flags / LoRA through LLaMA-Factory.
 
-    `overrides` replace recipe keys, as `llamafactory-cli train RECIPE key=value` would.
+    `overrides` replace recipe keys, as `llamafactory-cli train RECIPE key=value` would. The result depends only on
+    the recipe file and the overrides, so it is computed once per process for each (file version, overrides);
+    callers must not modify it.
     """
+    path = Path(recipe_path).resolve()
+    return _measure(path, path.stat().st_mtime_ns, json.dumps(overrides or {}, sort_keys=True))
+
+
+@lru_cache(maxsize=None)
+def _measure(recipe_path: Path, mtime_ns: int, overrides_json: str) -> RealSize:
     import torch
     from llamafactory.model.adapter import init_adapter
     from llamafactory.model.model_utils.visual import get_forbidden_modules
 
-    recipe_path = Path(recipe_path)
-    recipe = {**recipe_files.load(recipe_path), **(overrides or {})}
+    recipe = {**recipe_files.load(recipe_path), **json.loads(overrides_json)}
     if recipe_files.kind(recipe) != "train":
         raise ValueError(f"{recipe_path}: a {recipe_files.kind(recipe)} recipe; realsize measures training recipes")
     model_args, _, _, finetuning_args = parse_recipe_args(recipe)
@@ -459,7 +467,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE", help="training recipe(s)")
 
 
+def quiet_llamafactory() -> None:
+    """Keep LLaMA-Factory's per-step INFO lines (it logs to stdout) out of our reports; set before its import."""
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
+
+
 def run(args: argparse.Namespace) -> int:
+    quiet_llamafactory()
     failed = 0
     for path in args.recipes:
         size = measure(path)
