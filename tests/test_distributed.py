@@ -25,9 +25,16 @@ def _smoke_two_ranks(recipe: str, out, *extra: str) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{"): proc.stdout.rindex("}") + 1])
 
 
-def _zero_shards(train_out, stage: int) -> None:
-    """Each rank's optimizer shard of the last-step checkpoint says: this ZeRO stage, partitioned over 2 ranks."""
+def _zero_shards(train_out, stage: int, recipe: dict, model_states: str) -> None:
+    """Each rank's optimizer shard of the last-step checkpoint says: this ZeRO stage, partitioned over 2 ranks.
+
+    DeepSpeed's own step counters say its "auto" batch settings were filled from the recipe: 2 optimizer steps
+    of gradient_accumulation_steps x per_device_train_batch_size samples on each of the 2 ranks.
+    """
     step_dir = train_out / "checkpoint-2" / "global_step2"
+    engine = torch.load(step_dir / model_states, map_location="cpu", weights_only=False)
+    assert engine["global_steps"] == 2 and engine["skipped_steps"] == 0
+    assert engine["global_samples"] == 2 * recipe["gradient_accumulation_steps"] * recipe["per_device_train_batch_size"] * 2
     for rank in range(2):
         shard = torch.load(step_dir / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", map_location="cpu",
                            weights_only=False)  # DeepSpeed's own pickle (enums, its config)
@@ -52,7 +59,7 @@ def test_deepspeed_zero2_two_ranks(tmp_path, demo_data):
     assert sorted(p.name for p in step_dir.iterdir()) == [
         "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
         "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
-    _zero_shards(out / "train", stage=2)
+    _zero_shards(out / "train", 2, recipes.load(REPO / "recipes/medct_lora.yaml"), "mp_rank_00_model_states.pt")
     assert summary["checks"]["weights"] == ["adapter_model.safetensors"]
 
     # `vlmr smoke`'s own check, on copies of this run's real output with one thing broken each
@@ -93,7 +100,7 @@ def test_deepspeed_zero3_two_ranks_keeps_the_frozen_vision_tower(tmp_path, demo_
     step_dir = out / "train" / "checkpoint-2" / "global_step2"
     assert sorted(p.name for p in step_dir.glob("*model_states.pt")) == [
         "zero_pp_rank_0_mp_rank_00_model_states.pt", "zero_pp_rank_1_mp_rank_00_model_states.pt"]
-    _zero_shards(out / "train", stage=3)
+    _zero_shards(out / "train", 3, recipes.load(REPO / recipe), "zero_pp_rank_0_mp_rank_00_model_states.pt")
 
     # The weights gathered at save (stage3_gather_16bit_weights_on_model_save): every tensor is there, the
     # vision tower that `freeze_vision_tower: true` froze is bit-identical to the start, the rest trained.
