@@ -61,17 +61,20 @@ def describe_failure(data_args, example: dict[str, Any], exc: Exception) -> str:
     found = locate_record(data_args, images, first_text)
     if found:
         name, path, line = found
+        names = [name]
         where = f"dataset {name!r}, record at {path}:{line}" if line else f"dataset {name!r}, a record in {path}"
     else:
-        name = ",".join(_dataset_names(data_args)) or "NAME"
-        where = f"a record of dataset {name!r} (images: {', '.join(source_name(i) for i in images) or 'none'})"
+        names = _dataset_names(data_args) or ["NAME"]
+        where = (f"a record of dataset {' or '.join(map(repr, names))} (images: "
+                 f"{', '.join(source_name(i) for i in images) or 'none'})")
     what = (str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}").rstrip(".")
     if len(what) > 400:  # LLaMA-Factory's image-count error quotes the whole conversation
         what = what[:400] + " ..."
-    validate = f"vlmr validate {name} --dataset-dir {data_args.dataset_dir}"
+    options = f" --dataset-dir {data_args.dataset_dir}"
     if os.path.abspath(data_args.media_dir) != os.path.abspath(data_args.dataset_dir):
-        validate += f" --media-dir {data_args.media_dir}"
-    return f"{where}: {what}. Run `{validate}` to list every record LLaMA-Factory cannot load, before training again."
+        options += f" --media-dir {data_args.media_dir}"
+    commands = " and ".join(f"`vlmr validate {name}{options}`" for name in names)
+    return f"{where}: {what}. Run {commands} to list every record LLaMA-Factory cannot load, before training again."
 
 
 def _dataset_names(data_args) -> list[str]:

@@ -5,9 +5,10 @@ Upstream, `mm_plugin.MMPluginMixin._regularize_images` opens every image with `I
 to `image_max_pixels` / `image_min_pixels` and calls `convert("RGB")`; transformers' image processor then
 rescales and normalises those 8-bit RGB pixels. Three things go wrong before the processor:
 
-- Pillow's `convert("RGB")` clips the samples of 16-bit and 32-bit images at 255. A 16-bit greyscale PNG
-  (how CT and X-ray slices are commonly exported, values 0..60000) reaches the model 99.6% pure white
-  (`I;16`, `I;16B`, `I;16L`, and `I`), a float image (`F`, values 0..1) pure black; training exits 0.
+- Pillow's `convert("RGB")` clips the samples of 16-bit and 32-bit images to 0..255. A 16-bit greyscale PNG
+  (how CT and X-ray slices are commonly exported; here a 0..60000 ramp) reaches the model 99.5% pure white
+  (`I;16`, `I;16B`, `I;16L`), a float image (`F`, values 0..1) 99.9% pure black, a 32-bit integer one (`I`)
+  as pure black and white; training exits 0.
 - EXIF orientation is ignored: a phone photo taken upright (orientation 6) reaches the model on its side.
 - Transparency is dropped: transparent pixels show whatever colour they store (often black), while
   qwen-vl-utils (Qwen's own inference preprocessing) composites them on white.
@@ -15,8 +16,9 @@ rescales and normalises those 8-bit RGB pixels. Three things go wrong before the
 The patch runs our one rule (`data_converters.images.model_image`, shared with the converters) on each image
 before LLaMA-Factory's own `_preprocess_image`, whose resize and conversion stay untouched: first frame,
 EXIF applied, high-bit-depth greys rescaled to 8 bits by the image's own range, transparency on white. The
-16-bit PNG above then reaches the model as its ramp (0.0% white; `tests/test_image_modes.py` checks every
-Pillow mode). 
+16-bit PNG above then reaches the model as its ramp (0.2% white; `tests/test_image_modes.py` checks every
+Pillow mode).
+
 It also decodes each image inside the loader and turns any failure to open or decode it into an `ImageError`
 naming the file, what is wrong and the fix. Upstream, Pillow decodes lazily: a truncated RGB PNG or JPEG that
 needs no resize is first decoded inside transformers' image processor (torchvision's `pil_to_tensor`), and

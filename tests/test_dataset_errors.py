@@ -18,7 +18,7 @@ from helpers import run_cli
 from PIL import Image
 
 from vlmrecipes.plugins import registry
-from vlmrecipes.plugins.dataset_errors import DatasetRecordError
+from vlmrecipes.plugins.dataset_errors import DatasetRecordError, describe_failure
 
 GOOD = "media/ok.png"
 
@@ -145,3 +145,18 @@ def test_train_cli_names_the_record(tmp_path, tiny_model):
                            f"truncated_image: {tmp_path / 'media' / 'bad.png'}: image file is truncated"), last
     assert last.endswith(f"Run `vlmr validate scans --dataset-dir {tmp_path}` to list every record LLaMA-Factory "
                          "cannot load, before training again."), last
+
+
+def test_unlocated_record_names_every_dataset_and_its_images(tmp_path):
+    """A record no dataset file holds verbatim (here: images not in either file) still names datasets and files."""
+    from llamafactory.hparams import DataArguments
+
+    _dataset(tmp_path, "first", "truncated")
+    _dataset(tmp_path, "second", "zero_bytes")
+    data_args = DataArguments(dataset="first,second", dataset_dir=str(tmp_path))
+    message = describe_failure(data_args, {"images": [str(tmp_path / "elsewhere.png")], "prompt": []},
+                               OSError("image file is truncated"))
+    assert message == (f"a record of dataset 'first' or 'second' (images: {tmp_path / 'elsewhere.png'}): OSError: image "
+                       f"file is truncated. Run `vlmr validate first --dataset-dir {tmp_path}` and `vlmr validate "
+                       f"second --dataset-dir {tmp_path}` to list every record LLaMA-Factory cannot load, before "
+                       "training again.")
