@@ -48,8 +48,8 @@ KINDS = {
                     "unreadable_image: "),
     "missing": (None, "media/missing.png", "<image>What is it?", "missing_image: "),
     "bomb": (_bomb_png(), "media/bad.png", "<image>What is it?", "image_too_large: "),
-    "two_placeholders": (None, GOOD, "<image><image>Compare them.", "ValueError: The number of images does not "
-                                                                    "match the number of <image> tokens"),
+    "two_placeholders": (None, GOOD, "<image><image>Compare them.",
+                         "ValueError: The number of images does not match the number of <image> tokens"),
 }
 
 

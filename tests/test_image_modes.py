@@ -17,7 +17,6 @@ as a `clipped_image` error with file:line.
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zlib
