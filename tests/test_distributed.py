@@ -10,11 +10,12 @@ import json
 import math
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import REPO, cli_env, free_port, run_cli
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from vlmrecipes import recipes, smoke
 
@@ -68,15 +69,21 @@ def test_deepspeed_zero2_two_ranks(tmp_path, demo_data):
         shutil.copytree(out / "train", copy)
         damage(copy)
         with pytest.raises(smoke.SmokeFailure, match=message):
-            smoke.check_training(copy, steps=2, deepspeed_ranks=2)
+            smoke.check_training(copy, steps=2, deepspeed_ranks=2, base_model=Path(summary["tiny_model"]))
 
     def nan_loss(run):
         state = json.loads((run / "trainer_state.json").read_text())
         state["log_history"][1]["loss"] = math.nan
         (run / "trainer_state.json").write_text(json.dumps(state))
 
+    def untrained_adapter(run):  # what a run whose gradients never reach the adapter saves
+        adapter = load_file(run / "adapter_model.safetensors")
+        save_file({name: tensor.zero_() if "lora_B" in name else tensor for name, tensor in adapter.items()},
+                  run / "adapter_model.safetensors")
+
     check_broken("nan", nan_loss, "non-finite training loss")
     check_broken("noweights", lambda run: (run / "adapter_model.safetensors").unlink(), "weights were not saved")
+    check_broken("untrained", untrained_adapter, "no gradient reached the trainable parameters")
     rank1_shard = step_dir.relative_to(out / "train") / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     check_broken("noshard", lambda run: (run / rank1_shard).unlink(), "expected one per rank")
     with pytest.raises(smoke.SmokeFailure, match="global_step is 2, expected 3"):

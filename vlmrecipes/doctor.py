@@ -108,6 +108,11 @@ def _distribution(name: str) -> str | None:
         return None
 
 
+# FlashAttention-2's kernels exist for Ampere (8.0) and newer only; transformers' availability check and
+# LLaMA-Factory's `flash_attn: fa2` do not look at the GPU generation, so an older card fails at the first forward.
+FLASH_ATTN_2_MIN_CAPABILITY = (8, 0)
+
+
 def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
     """(name -> what this machine can do, problems): CUDA, bf16, flash-attn, Liger."""
     import torch
@@ -116,12 +121,16 @@ def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
     lines: dict[str, str] = {}
     problems: list[str] = []
     cuda = torch.cuda.is_available()
+    capability = torch.cuda.get_device_capability(0) if cuda else None
     if cuda:
         name = torch.cuda.get_device_name(0)
-        major, minor = torch.cuda.get_device_capability(0)
-        lines["cuda"] = f"{torch.cuda.device_count()} x {name} (compute capability {major}.{minor})"
-        if torch.cuda.is_bf16_supported():
+        lines["cuda"] = f"{torch.cuda.device_count()} x {name} (compute capability {capability[0]}.{capability[1]})"
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             lines["bf16"] = "supported"
+        elif torch.cuda.is_bf16_supported():  # what transformers accepts for `bf16: true`
+            lines["bf16"] = "emulated only: `bf16: true` recipes run without bf16 tensor cores; use fp16 on this GPU"
+            problems.append(f"{name} has no native bf16: recipes with `bf16: true` run emulated and slowly; "
+                            "override with `bf16=false fp16=true`")
         else:
             lines["bf16"] = "NOT supported"
             problems.append(f"{name} has no bf16: recipes with `bf16: true` cannot train here; "
@@ -146,10 +155,15 @@ def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
                 problems.append(f"flash-attn {version} does not import ({imports}): `flash_attn: fa2` recipes get "
                                 "FlashAttention-2 from LLaMA-Factory and fail at their first forward; reinstall "
                                 "flash-attn built for this torch and CUDA, or set `flash_attn: sdpa`")
-        elif is_flash_attn_2_available():
-            lines["flash-attn"] = f"{version}, usable"
-        else:
+        elif not is_flash_attn_2_available():
             lines["flash-attn"] = f"{version} installed, not usable here (needs CUDA and flash-attn >= 2.3.3)"
+        elif capability < FLASH_ATTN_2_MIN_CAPABILITY:
+            lines["flash-attn"] = f"{version} installed, NOT usable on compute capability {capability[0]}.{capability[1]}"
+            problems.append(f"FlashAttention-2 needs compute capability 8.0+, this GPU has {capability[0]}."
+                            f"{capability[1]}: LLaMA-Factory still selects it for `flash_attn: fa2` recipes, which "
+                            "then fail at their first forward; override with `flash_attn=sdpa`")
+        else:
+            lines["flash-attn"] = f"{version}, usable"
 
     version = _distribution("liger-kernel")
     lines["liger-kernel"] = "not installed" if version is None else (

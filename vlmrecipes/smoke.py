@@ -108,9 +108,29 @@ class SmokeFailure(RuntimeError):
     """Training exited 0 but did not do what a training run must (steps, finite loss, saved weights)."""
 
 
-def check_training(train_out: Path, steps: int, deepspeed_ranks: int = 0) -> dict:
+def _safetensors(paths) -> dict:
+    from safetensors.torch import load_file
+
+    tensors: dict = {}
+    for path in paths:
+        tensors.update(load_file(path))
+    return tensors
+
+
+def weights_moved(train_out: Path, weights: list[str], base_model: Path) -> bool:
+    """Did training change the saved weights? LoRA: a `lora_B` left its zero init; else a tensor differs from base."""
+    if "adapter_model.safetensors" in weights:
+        adapter = _safetensors([train_out / "adapter_model.safetensors"])
+        return any(bool(tensor.any()) for name, tensor in adapter.items() if "lora_B" in name)
+    trained = _safetensors(train_out / name for name in weights)
+    base = _safetensors(sorted(base_model.glob("model*.safetensors")))
+    return any(not trained[name].float().equal(base[name].float()) for name in trained.keys() & base.keys())
+
+
+def check_training(train_out: Path, steps: int, deepspeed_ranks: int = 0, base_model: Path | None = None) -> dict:
     """Raise SmokeFailure unless `train_out` shows `steps` steps, finite losses and saved weights.
 
+    `base_model` (the model trained from): the saved weights must differ from it, else no gradient reached them.
     `deepspeed_ranks` > 0: the checkpoint saved at the last step must hold DeepSpeed's ZeRO optimizer shard of
     every rank (`checkpoint-<steps>/global_step<steps>/*zero_pp_rank_<r>_mp_rank_00_optim_states.pt`).
     Returns what was found: {"steps", "losses", "weights", "zero_shards"}.
@@ -132,6 +152,9 @@ def check_training(train_out: Path, steps: int, deepspeed_ranks: int = 0) -> dic
                      if p.name == "adapter_model.safetensors" or p.name.startswith("model"))
     if not weights:
         raise SmokeFailure(f"{train_out}: no adapter_model.safetensors or model*.safetensors: the weights were not saved")
+    if base_model is not None and not weights_moved(train_out, weights, base_model):
+        raise SmokeFailure(f"{train_out}: {', '.join(weights)} equal the weights of {base_model}: no gradient reached "
+                           "the trainable parameters (check the freeze flags, lora_target and learning rate)")
     found = {"steps": steps, "losses": losses, "weights": weights, "zero_shards": []}
     if deepspeed_ranks:
         step_dir = train_out / f"checkpoint-{steps}" / f"global_step{steps}"
@@ -196,7 +219,7 @@ def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc:
         overrides["eval_dataset"] = ",".join(recipes.demo_twin(d, info, "test") for d in _datasets(recipe["eval_dataset"]))
     summary["seconds"]["train"] = llamafactory("train", recipe_path, overrides, out / "train.log", nproc)
     summary["train_output"] = str(train_out)
-    summary["checks"] = check_training(train_out, steps, nproc if summary["deepspeed"] else 0)
+    summary["checks"] = check_training(train_out, steps, nproc if summary["deepspeed"] else 0, tiny)
     if train_only:
         return summary
     trained = {"model_name_or_path": str(tiny), "adapter_name_or_path": str(train_out)} if lora else {
