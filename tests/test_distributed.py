@@ -35,7 +35,8 @@ def _zero_shards(train_out, stage: int, recipe: dict, model_states: str) -> None
     step_dir = train_out / "checkpoint-2" / "global_step2"
     engine = torch.load(step_dir / model_states, map_location="cpu", weights_only=False)
     assert engine["global_steps"] == 2 and engine["skipped_steps"] == 0
-    assert engine["global_samples"] == 2 * recipe["gradient_accumulation_steps"] * recipe["per_device_train_batch_size"] * 2
+    samples_per_step = recipe["gradient_accumulation_steps"] * recipe["per_device_train_batch_size"] * 2
+    assert engine["global_samples"] == 2 * samples_per_step
     for rank in range(2):
         shard = torch.load(step_dir / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", map_location="cpu",
                            weights_only=False)  # DeepSpeed's own pickle (enums, its config)

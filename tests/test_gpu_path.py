@@ -50,7 +50,7 @@ print("RESULT", json.dumps({"error": error, "forward": forward_calls, "with_sink
 
 def _fa2_forward(model, **env: str) -> dict:
     proc = subprocess.run([str(BIN / "python"), "-c", FA2_FORWARD, str(model)], env=cli_env(**env),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
 
@@ -91,7 +91,7 @@ def test_doctor_reports_the_attention_each_recipe_really_gets(tiny_model):
     assert lines["liger-kernel"].split()[1:] == ["not", "installed"]
 
     loaded = subprocess.run([str(BIN / "python"), "-c", LLAMAFACTORY_LOAD, str(tiny_model("qwen2_5_vl"))],
-                            env=cli_env(), capture_output=True, text=True, timeout=300)
+                            env=cli_env(), capture_output=True, text=True, timeout=300, check=False)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     runs = next(line for line in loaded.stdout.splitlines() if line.startswith("RESULT")).split()[1]
     fa2_recipes = [p for p in recipes.training_recipes() if recipes.load(p).get("flash_attn") == "fa2"]

@@ -147,7 +147,7 @@ def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
             import flash_attn  # noqa: F401  (a wheel built for another torch/CUDA fails here, not at install)
 
             imports = None
-        except Exception as err:  # ImportError, OSError of a missing libcudart, undefined symbols
+        except Exception as err:  # noqa: BLE001  ImportError, OSError of a missing libcudart, undefined symbols
             imports = f"{type(err).__name__}: {err}"
         if imports is not None:
             lines["flash-attn"] = f"{version} installed but does not import: {imports}"
@@ -158,9 +158,10 @@ def gpu_capabilities() -> tuple[dict[str, str], list[str]]:
         elif not is_flash_attn_2_available():
             lines["flash-attn"] = f"{version} installed, not usable here (needs CUDA and flash-attn >= 2.3.3)"
         elif capability < FLASH_ATTN_2_MIN_CAPABILITY:
-            lines["flash-attn"] = f"{version} installed, NOT usable on compute capability {capability[0]}.{capability[1]}"
-            problems.append(f"FlashAttention-2 needs compute capability 8.0+, this GPU has {capability[0]}."
-                            f"{capability[1]}: LLaMA-Factory still selects it for `flash_attn: fa2` recipes, which "
+            generation = ".".join(map(str, capability))
+            lines["flash-attn"] = f"{version} installed, NOT usable on compute capability {generation}"
+            problems.append(f"FlashAttention-2 needs compute capability 8.0+, this GPU has {generation}: "
+                            "LLaMA-Factory still selects it for `flash_attn: fa2` recipes, which "
                             "then fail at their first forward; override with `flash_attn=sdpa`")
         else:
             lines["flash-attn"] = f"{version}, usable"
@@ -235,11 +236,11 @@ def attention_table() -> tuple[list[str], list[str]]:
             name = path.relative_to(HOME) if path.is_relative_to(HOME) else path
             try:
                 asked, gets, reason = recipe_attention(path, built)
-            except Exception as err:  # a diagnosis reports what breaks (flash-attn that does not import, ...)
+            except Exception as err:  # noqa: BLE001  a diagnosis reports what breaks, whatever it raises
                 problems.append(f"{name}: its model cannot be built with the attention it asks: "
                                 f"{type(err).__name__}: {err}")
                 continue
-            lines.append(f"{str(name):55s} {asked} -> {gets}" + (f" (LLaMA-Factory: {reason})" if reason else ""))
+            lines.append(f"{name!s:55s} {asked} -> {gets}" + (f" (LLaMA-Factory: {reason})" if reason else ""))
     finally:
         transformers_logging.set_verbosity(verbosity)
     return lines, problems

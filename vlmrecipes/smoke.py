@@ -88,7 +88,7 @@ def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Pat
         env = cli_env()
         if nproc > 1:
             env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(nproc), MASTER_PORT=str(free_port()))
-        proc = subprocess.run(args, cwd=HOME, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(args, check=False, cwd=HOME, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text()[-4000:]
         raise RuntimeError(f"llamafactory-cli {command} {recipe} failed (exit {proc.returncode}); log: {log}\n{tail}")
@@ -151,7 +151,8 @@ def check_training(train_out: Path, steps: int, deepspeed_ranks: int = 0, base_m
     weights = sorted(p.name for p in train_out.glob("*.safetensors")
                      if p.name == "adapter_model.safetensors" or p.name.startswith("model"))
     if not weights:
-        raise SmokeFailure(f"{train_out}: no adapter_model.safetensors or model*.safetensors: the weights were not saved")
+        raise SmokeFailure(f"{train_out}: no adapter_model.safetensors or model*.safetensors: "
+                           "the weights were not saved")
     if base_model is not None and not weights_moved(train_out, weights, base_model):
         raise SmokeFailure(f"{train_out}: {', '.join(weights)} equal the weights of {base_model}: no gradient reached "
                            "the trainable parameters (check the freeze flags, lora_target and learning rate)")
