@@ -28,12 +28,16 @@ def _term(p, name, b=None):
 
 
 def test_lora_model_states_by_hand(medct):
-    """Qwen3-VL-8B, LoRA r=16 on the 7 projections of 36 layers (h 4096, kv 1024, MLP 12288), no DeepSpeed."""
+    """Qwen3-VL-8B, LoRA r=16 on the 7 projections of 36 layers (h 4096, kv 1024, MLP 12288), no DeepSpeed,
+    plus the merger trained in full (additional_target: PEFT keeps a trainable copy beside the frozen one)."""
     per_layer = 16 * ((4096 + 4096) + 2 * (4096 + 1024) + (4096 + 4096) + 2 * (4096 + 12288) + (12288 + 4096))
-    trainable = 36 * per_layer
-    assert medct.size.trainable_params == trainable == 43_646_976
+    lora = 36 * per_layer
+    # merger: LayerNorm(1152), Linear(4 * 1152 -> 4608), Linear(4608 -> 4096), biases included
+    merger = 2 * 1152 + (4608 * 4608 + 4608) + (4608 * 4096 + 4096)
+    trainable = lora + merger
+    assert (medct.size.lora_params, medct.size.trainable_params) == (lora, trainable) == (43_646_976, 83_766_016)
     frozen = medct.size.total_params - trainable
-    assert frozen == 8_767_123_696  # the published checkpoint: LoRA adds, never replaces
+    assert frozen == 8_767_123_696  # the published checkpoint: LoRA and the merger copy add, never replace
     assert _term(medct, "weights") == 2 * frozen + 4 * trainable  # LLaMA-Factory upcasts trainable params to fp32
     assert _term(medct, "gradients") == 4 * trainable
     assert _term(medct, "optimizer") == 8 * trainable  # AdamW moments; the fp32 master is the parameter itself

@@ -317,6 +317,8 @@ class RealSize:
     image_size: tuple[int, int]  # (height, width) the image processor resizes a max-size square image to
     vision_keys: list[str] = field(default_factory=list)  # the composite model's vision-tower keys
     vision_trainable: int = 0  # trainable parameters under those keys
+    projector_keys: list[str] = field(default_factory=list)  # the composite model's projector keys
+    projector_trainable: int = 0  # trainable parameters under those keys (LoRA: only through modules_to_save)
 
 
 def _largest_decoder_layer(model) -> int:
@@ -374,6 +376,7 @@ def _measure(recipe_path: Path, mtime_ns: int, overrides_json: str) -> RealSize:
         modules_to_save = sorted(peft_config.modules_to_save or [])
     composite = _composite(built.model)
     vision_keys = list(composite.vision_model_keys) if composite else []
+    projector_keys = list(composite.projector_keys) if composite else []
     height, width, patches, tokens = image_tokens(built, model_args, recipe.get("template"))
     return RealSize(
         recipe=recipe_path,
@@ -399,6 +402,9 @@ def _measure(recipe_path: Path, mtime_ns: int, overrides_json: str) -> RealSize:
         image_size=(height, width),
         vision_keys=vision_keys,
         vision_trainable=sum(count_parameters(model, trainable_only=True, name_contains=key) for key in vision_keys),
+        projector_keys=projector_keys,
+        projector_trainable=sum(count_parameters(model, trainable_only=True, name_contains=key)
+                                for key in projector_keys),
     )
 
 
