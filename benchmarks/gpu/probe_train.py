@@ -15,6 +15,7 @@ On rank 0 it records
   with its projector (`parameter_split`; ZeRO-3 partitioned parameters by `ds_numel`);
 - peak device memory of this process at the end of training: `torch.cuda.max_memory_allocated()` and
   `max_memory_reserved()` (on the CPU: the process's peak resident set, `ru_maxrss`).
+A single-process run then exits at once: LLaMA-Factory's final `save_model` (GBs for a full fine-tune) is skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -123,6 +125,12 @@ class StepProbe(TrainerCallback):
         self.record["losses"] = [entry["loss"] for entry in state.log_history if "loss" in entry]
         with open(self.out_path, "w") as f:
             json.dump(self.record, f)
+        if args.world_size == 1:
+            # Measured: end here rather than let LLaMA-Factory save the final model (GBs for a full fine-tune,
+            # and GPU-machine time) that nobody reads.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 if __name__ == "__main__":

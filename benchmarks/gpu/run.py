@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -182,6 +183,10 @@ def planner_prediction(recipe_file: Path, max_tokens: int, extra: dict) -> dict:
     return out
 
 
+def display_path(path: Path) -> str:
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 def measure_run(recipe_path: Path, mode: str, ckpt: Path, data: Path, datasets: list[str], out: Path,
                 args: argparse.Namespace) -> dict:
     recipe = recipes.load(recipe_path)
@@ -198,7 +203,7 @@ def measure_run(recipe_path: Path, mode: str, ckpt: Path, data: Path, datasets: 
     probe_path, log = run_dir / "probe.json", run_dir / "train.log"
     start = time.time()
     code = launch(recipe_file, overrides, log, probe_path, args.device, deepspeed, args.timeout)
-    row = {"recipe": str(recipe_path.relative_to(REPO) if recipe_path.is_relative_to(REPO) else recipe_path),
+    row = {"recipe": display_path(recipe_path),
            "mode": mode, "recipe_file": str(recipe_file), "overrides": overrides, "log": str(log),
            "wall_seconds": time.time() - start, "exit_code": code}
     if code != 0 or not probe_path.exists():
@@ -216,21 +221,33 @@ def measure_run(recipe_path: Path, mode: str, ckpt: Path, data: Path, datasets: 
 
 def prepare_model(recipe_path: Path, cache: Path, args: argparse.Namespace) -> Path:
     """The tiny twin (--tiny), or the real-size checkpoint built by synth.py in a child process (its GPU memory
-    is returned before training starts)."""
+    is returned before training starts; its output goes to CHECKPOINT.log)."""
     if args.tiny:
         return smoke.tiny_model(recipes.tiny_kind(recipes.load(recipe_path), recipe_path))
     ckpt = cache / synth.model_key(recipe_path, tiny=False)
     if not (ckpt / "harness_checkpoint.json").exists():
-        subprocess.run([sys.executable, str(HERE / "synth.py"), "checkpoint", str(recipe_path), str(ckpt),
-                        "--device", args.device], check=True, cwd=REPO, env=child_env(args.device))
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(ckpt.with_suffix(".log"), "w") as log:
+            code = subprocess.run([sys.executable, str(HERE / "synth.py"), "checkpoint", str(recipe_path), str(ckpt),
+                                   "--device", args.device], cwd=REPO, env=child_env(args.device), stdout=log,
+                                  stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            raise RuntimeError(f"building the checkpoint failed: {failure_reason(ckpt.with_suffix('.log'))}")
     return ckpt
 
 
-def bench_recipe(recipe_path: Path, args: argparse.Namespace) -> list[dict]:
+def bench_recipe(recipe_path: Path, args: argparse.Namespace, last_use: bool) -> list[dict]:
+    """Both runs of one recipe; `last_use`: no later recipe trains the same model, its checkpoint can go."""
     from transformers import AutoTokenizer
 
     recipe = recipes.load(recipe_path)
-    ckpt = prepare_model(recipe_path, args.out / "checkpoints", args)
+    try:
+        ckpt = prepare_model(recipe_path, args.out / "checkpoints", args)
+    except RuntimeError as error:  # a model that cannot be built (out of memory, say) is a result too
+        rows = [{"recipe": display_path(recipe_path), "mode": mode, "status": f"failed: {error}"} for mode in args.modes]
+        for row in rows:
+            print(table_line(row), flush=True)
+        return rows
     # enough samples for every step (plus one step's worth: LLaMA-Factory drops no last batch, but be safe)
     geometry = {**recipe, **args.set}
     samples = geometry.get("per_device_train_batch_size", 1) * geometry.get("gradient_accumulation_steps", 1) * (
@@ -244,6 +261,8 @@ def bench_recipe(recipe_path: Path, args: argparse.Namespace) -> list[dict]:
         row["data_shapes"] = shapes
         rows.append(row)
         print(table_line(row), flush=True)
+    if last_use and not args.tiny and not args.keep_checkpoints:
+        shutil.rmtree(ckpt)  # 8-18 GB each: three models fill a 64 GB disk
     return rows
 
 
@@ -307,6 +326,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "gpu_results", help="results folder")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--tiny", action="store_true", help="the recipes' tiny twins instead of real-size models")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the real-size checkpoints in OUT/checkpoints (default: deleted after last use)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra LLaMA-Factory overrides for every run (e.g. per_device_train_batch_size=1); "
                              "recorded in results.json, and the runs no longer are the recipe as written")
@@ -314,6 +335,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.warmup < args.steps:
         parser.error("need 1 <= --warmup < --steps")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("no CUDA device is visible here; `--tiny --device cpu` runs the same code path on the CPU")
     try:
         args.set = planner.parse_overrides(args.set)
     except ValueError as error:
@@ -328,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     print(TABLE_HEADER, flush=True)
     rows = []
-    for recipe_path in args.recipes:
-        rows.extend(bench_recipe(recipe_path, args))
+    keys = [synth.model_key(path, args.tiny) for path in args.recipes]
+    for i, recipe_path in enumerate(args.recipes):
+        rows.extend(bench_recipe(recipe_path, args, last_use=keys[i] not in keys[i + 1:]))
         write_report(rows, args)  # after each recipe: a run cut short keeps what it measured
     print(f"results: {args.out / 'results.md'} and {args.out / 'results.json'}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1

@@ -40,5 +40,7 @@ printf '#!/bin/sh\nexec "%s" -m torch.distributed.run "$@"\n' "$ENV_DIR/bin/pyth
 chmod +x "$ENV_DIR/bin/torchrun"
 
 export PATH="$ENV_DIR/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLMR_HOME="$REPO"
-"$ENV_DIR/bin/vlmr" doctor --quiet
+# the hook is active in the overlay, and what this GPU gives the recipes (problems are printed, not fatal:
+# the harness records what really happens)
+"$ENV_DIR/bin/vlmr" doctor --quiet || echo "[run_offline] vlmr doctor reported the problems above" >&2
 exec "$ENV_DIR/bin/python" "$REPO/benchmarks/gpu/run.py" "$@"
