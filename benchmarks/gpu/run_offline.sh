@@ -1,46 +1,14 @@
 #!/usr/bin/env bash
-# The GPU harness on a machine with no network: install the wheelhouse (`make wheelhouse`, made on a machine
-# with one) over the machine's own Python, torch and CUDA, then run benchmarks/gpu/run.py.
+# The GPU harness on a machine with no network: the air-gapped install (install_offline.sh: the wheelhouse over
+# the machine's own Python, torch and CUDA), then benchmarks/gpu/run.py with the given arguments.
 #
 #   bash benchmarks/gpu/run_offline.sh --recipes recipes/medct_lora.yaml recipes/emotion_lora.yaml --out gpu_results
 #
-# Environment: PYTHON   the machine's interpreter, the one that holds torch (default: python3)
-#              WHEELHOUSE  the wheels (default: wheelhouse/ in this checkout)
-#              VLMR_ENV    where the overlay environment goes (default: /tmp/vlmr-overlay; rebuilt each run)
-#
-# The overlay is a venv made from that interpreter whose site-packages holds the wheelhouse, followed on
-# sys.path by the interpreter's own site-packages (a .pth line), so our pins (transformers 5.6.0, ...) shadow
-# the image's copies and everything else (torch, triton, CUDA libraries) comes from the image. A venv rather
-# than `pip install --target DIR` + PYTHONPATH: Python runs the .pth files of site directories only, and our
-# plugin loads through one (vlmrecipes-autoload.pth) in every process, torchrun's workers included.
+# Environment: PYTHON, WHEELHOUSE, VLMR_ENV as install_offline.sh reads them.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-PYTHON="${PYTHON:-python3}"
-WHEELHOUSE="${WHEELHOUSE:-$REPO/wheelhouse}"
 ENV_DIR="${VLMR_ENV:-/tmp/vlmr-overlay}"
-
-compgen -G "$WHEELHOUSE/*.whl" >/dev/null || {
-    echo "no wheels in $WHEELHOUSE: run \`make wheelhouse\` on a machine with network access and copy it here" >&2
-    exit 2
-}
-
-"$PYTHON" -m venv --without-pip --clear "$ENV_DIR"
-OVERLAY_SITE="$("$ENV_DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-# every site directory of the image's interpreter (its .pth files run too), after the overlay's own
-IMAGE_SITES="$("$PYTHON" -c 'import site; print(repr([p for p in site.getsitepackages()]))')"
-echo "import site; [site.addsitedir(p) for p in $IMAGE_SITES]" >"$OVERLAY_SITE/zz-image-site-packages.pth"
-
-"$PYTHON" -m pip --python "$ENV_DIR/bin/python" install --quiet --no-index --no-deps --no-compile \
-    --disable-pip-version-check "$WHEELHOUSE"/*.whl
-
-# LLaMA-Factory starts `torchrun` from PATH (FORCE_TORCHRUN, DeepSpeed recipes): run it with the overlay's
-# interpreter so that the workers see the overlay too.
-printf '#!/bin/sh\nexec "%s" -m torch.distributed.run "$@"\n' "$ENV_DIR/bin/python" >"$ENV_DIR/bin/torchrun"
-chmod +x "$ENV_DIR/bin/torchrun"
-
+VLMR_ENV="$ENV_DIR" bash "$REPO/benchmarks/gpu/install_offline.sh"
 export PATH="$ENV_DIR/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLMR_HOME="$REPO"
-# the hook is active in the overlay, and what this GPU gives the recipes (problems are printed, not fatal:
-# the harness records what really happens)
-"$ENV_DIR/bin/vlmr" doctor --quiet || echo "[run_offline] vlmr doctor reported the problems above" >&2
 exec "$ENV_DIR/bin/python" "$REPO/benchmarks/gpu/run.py" "$@"
