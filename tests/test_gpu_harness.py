@@ -11,7 +11,6 @@ import json
 import math
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 from helpers import REPO, run_cli
