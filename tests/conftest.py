@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,3 +47,19 @@ def demo_data():
         return REPO / "dataset_info"
 
     return get
+
+
+@pytest.fixture(scope="session")
+def trained_demo(tmp_path_factory):
+    """The output folder of one real `vlmr demo` run (3 epochs, ~3 min on one core), shared by every test of this
+    pytest run: xdist workers meet in their common base temp dir and wait on a file lock. Returns (folder, stdout)."""
+    from helpers import run_cli
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's folder, never a previous one
+    out = root / "vlmr-demo"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "stdout.txt").exists():
+            proc = run_cli(["vlmr", "demo", "--out", str(out)], timeout=1200)
+            (out / "stdout.txt").write_text(proc.stdout)
+    return out, (out / "stdout.txt").read_text()

@@ -5,30 +5,29 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_cli
 
 
 @pytest.mark.slow
-def test_demo_learns_the_held_out_split(tmp_path):
-    proc = run_cli(["vlmr", "demo", "--out", str(tmp_path / "demo")], timeout=1200)
-    result = json.loads((tmp_path / "demo" / "result.json").read_text())
-    assert result["accuracy_before"] < 0.6, proc.stdout
-    assert result["accuracy_after"] >= 0.9, proc.stdout
-    assert "held-out accuracy after training" in proc.stdout
+def test_demo_learns_the_held_out_split(trained_demo):
+    out, stdout = trained_demo
+    result = json.loads((out / "result.json").read_text())
+    assert result["accuracy_before"] < 0.6, stdout
+    assert result["accuracy_after"] >= 0.9, stdout
+    assert "held-out accuracy after training" in stdout
 
 
 @pytest.mark.slow
-def test_chat_engine_answers_like_the_trained_model(tmp_path):
+def test_chat_engine_answers_like_the_trained_model(trained_demo):
     """`llamafactory-cli chat/api` path (HuggingfaceEngine) on the demo model: the M-RoPE generation fix."""
     import subprocess
 
     from helpers import BIN, REPO, cli_env
 
-    run_cli(["vlmr", "demo", "--out", str(tmp_path / "demo"), "--epochs", "3"], timeout=1200)
+    out, _ = trained_demo
     code = f"""
 import json
 from llamafactory.chat import ChatModel
-chat = ChatModel(dict(model_name_or_path={str(tmp_path / 'demo' / 'model')!r}, template="qwen2_vl",
+chat = ChatModel(dict(model_name_or_path={str(out / 'model')!r}, template="qwen2_vl",
                       infer_backend="huggingface", do_sample=False, max_new_tokens=4))
 rows = [json.loads(line) for line in open("dataset_info/demo_shapes/test.jsonl")][:30]
 hits = [chat.chat([{{"role": "user", "content": r["messages"][0]["content"]}}],
