@@ -17,6 +17,11 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from vlmrecipes.data_converters.datasets import entry_for, register
+from vlmrecipes.data_converters.readers import SourceError
+from vlmrecipes.data_converters.writer import StrictError, WriteOptions, write_split
 from vlmrecipes.paths import DATASET_DIR
 
 # source -> (module, one-line help)
@@ -77,10 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmrecipes.data_converters.readers import SourceError
-    from vlmrecipes.data_converters.writer import StrictError, WriteOptions, dataset_entry_for, register_entry, \
-        write_split
-
     module = importlib.import_module(SOURCES[args.source][0])
     name = args.name or module.DEFAULT_NAME
     dataset_dir = args.dataset_dir.resolve()
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     # Paths relative to the dataset dir resolve with LLaMA-Factory's default media_dir (= dataset_dir).
     media_root = dataset_dir if out.is_relative_to(dataset_dir) else out
     options = {dest: getattr(args, dest) for dest in args._source_options}
-    records = module.iter_records(args.input, images=args.images, seed=args.seed, split=args.split, **options)
+    records = tqdm(module.iter_records(args.input, images=args.images, seed=args.seed, split=args.split, **options),
+                   desc=f"convert {args.source}", unit=" records", disable=None)  # a bar on terminals only
     opts = WriteOptions(out_dir=out, split=args.split, media_root=media_root, fmt=args.fmt, media=args.media,
                         max_pixels=args.max_pixels, strict=args.strict, source=f"{args.source}:{args.input}")
     try:
@@ -100,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
-    entry_name, entry = f"{name}_{args.split}", dataset_entry_for(report.output, dataset_dir)
+    entry_name, entry = f"{name}_{args.split}", entry_for(report.output, dataset_dir)
     if args.print_entry:
         print(json.dumps({entry_name: entry}, indent=2, ensure_ascii=False))
     else:
-        print(f"registered {entry_name} in {register_entry(dataset_dir, entry_name, entry)}")
+        print(f"registered {entry_name} in {register(dataset_dir, entry_name, entry)}")
     if media_root != dataset_dir:
         print(f"note: image paths are relative to {media_root}; train with `media_dir: {media_root}`")
     return 0

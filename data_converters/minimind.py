@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from vlmrecipes.data_converters.datasets import DatasetError, json_type
 from vlmrecipes.data_converters.readers import iter_jsonl, iter_parquet
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN, MALFORMED, ImageRef, Record, Sample, Skipped
 
@@ -58,8 +59,11 @@ def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> 
     images_dir = images or input.parent / input.stem.replace("_data", "_images")
     for lineno, row in iter_jsonl(input):
         record_id = f"{input.name}:{lineno}"
+        if isinstance(row, DatasetError):
+            yield Skipped(record_id, MALFORMED, str(row))
+            continue
         if not isinstance(row, dict):
-            yield Skipped(record_id, MALFORMED, f"line {lineno} is not a JSON object: {row}")
+            yield Skipped(record_id, MALFORMED, f"line {lineno} is a JSON {json_type(row)}, not an object: fix the line")
             continue
         names = [n.strip() for n in str(row.get("image") or "").split(",") if n.strip()]
         yield _sample(record_id, _turns(row.get("conversations")), [ImageRef(images_dir / n, n) for n in names])

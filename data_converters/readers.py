@@ -8,10 +8,11 @@ fix; a single bad record is the converter's business (it yields a `Skipped`).
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from vlmrecipes.data_converters import datasets
 
 PARQUET_BATCH_ROWS = 1024
 
@@ -40,15 +41,10 @@ def iter_json_array(path: Path, prefix: str = "item") -> Iterator[tuple[int, Any
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(1-based line number, object or the JSONDecodeError) per non-blank line; a bad line is the caller's skip."""
+    """(1-based line number, value or the `datasets.DatasetError` naming the line) per non-blank line, read by
+    the datasets' one JSON Lines reader; a bad line (not UTF-8, not JSON) is the caller's skip."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield lineno, json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield lineno, exc
+        yield from datasets.iter_jsonl(path)
     except FileNotFoundError:
         raise SourceError(f"{path} does not exist: check --input")
 

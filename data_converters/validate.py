@@ -24,66 +24,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from vlmrecipes.data_converters.datasets import DatasetError, DatasetFile, iter_rows, resolve
 from vlmrecipes.data_converters.images import HIGH_BIT_DEPTH_MODES, RESCALED_KEY, ImageError, classify, source_name
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN, check_messages
 from vlmrecipes.paths import DATASET_DIR
 
 CUTOFF_STEP = 256  # recommended cutoff_len is rounded up to a multiple of this
-
-
-@dataclass
-class DatasetFile:
-    path: Path
-    messages: str = "messages"
-    images: str = "images"
-    tags: dict[str, str] | None = None
-
-
-def resolve(dataset: str, dataset_dir: Path) -> DatasetFile:
-    """A dataset file from a path, or from a `dataset_info.json` name (its columns and tags)."""
-    if Path(dataset).is_file():
-        return DatasetFile(Path(dataset))
-    info_path = dataset_dir / "dataset_info.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-    if dataset not in info:
-        raise SystemExit(f"error: {dataset} is neither a file nor a dataset in {info_path}: run `vlmr convert` first")
-    entry = info[dataset]
-    columns = entry.get("columns", {})
-    return DatasetFile(dataset_dir / entry["file_name"], columns.get("messages", "messages"),
-                       columns.get("images", "images"), entry.get("tags"))
-
-
-def iter_file(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line or row number, record dict or an error string)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for index, row in enumerate(r for b in pq.ParquetFile(path).iter_batches(256) for r in b.to_pylist()):
-            yield index + 1, row
-        return
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, f"non-UTF-8 byte at column {exc.start}: re-encode the file as UTF-8"
-                continue
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield lineno, f"invalid JSON ({exc.msg} at column {exc.colno}): one JSON object per line"
 
 
 def _normalized(record: dict, ds: DatasetFile) -> tuple[Any, list]:
@@ -118,7 +74,7 @@ class ImageChecker:
         recipe = recipe or {}
         name = recipe.get("template")
         if name is not None and name not in TEMPLATES:
-            raise SystemExit(f"error: the recipe's template {name!r} is not a LLaMA-Factory template")
+            raise ValueError(f"the recipe's template {name!r} is not a LLaMA-Factory template: fix `template`")
         self.plugin = TEMPLATES[name].mm_plugin if name else get_mm_plugin("base")
         defaults = {f.name: f.default for f in fields(ModelArguments) if f.name in PIXEL_LIMITS}
         self.pixel_limits = {key: int(recipe.get(key, defaults[key])) for key in PIXEL_LIMITS}
@@ -220,11 +176,14 @@ def validate(ds: DatasetFile, media_dir: Path, allow_absolute: bool = False) -> 
 def check_dataset(ds: DatasetFile, media_dir: Path, allow_absolute: bool, checker: ImageChecker) -> Report:
     """Every record of `ds`, its images decoded by `checker`."""
     report = Report()
-    for lineno, record in iter_file(ds.path):
+    for lineno, record in tqdm(iter_rows(ds.path), desc=f"validate {ds.path.name}", unit=" records", disable=None):
         report.count += 1
         where = f"{ds.path}:{lineno}"
-        if isinstance(record, str) or not isinstance(record, dict):
-            report.error(f"{where}: {record if isinstance(record, str) else 'not a JSON object'}")
+        if isinstance(record, DatasetError):
+            report.error(str(record))
+            continue
+        if not isinstance(record, dict):
+            report.error(f"{where}: not a JSON object")
             continue
         messages, images = _normalized(record, ds)
         # Checked before the placeholder count, which it would otherwise surface as a confusing mismatch.
@@ -291,7 +250,7 @@ def load_recipe(path: Path) -> dict[str, Any]:
 def token_lengths(recipe: dict[str, Any], ds: DatasetFile, media_dir: Path) -> list[int]:
     counter = TokenCounter(recipe)
     lengths = []
-    for _, record in iter_file(ds.path):
+    for _, record in tqdm(iter_rows(ds.path), desc=f"token lengths {ds.path.name}", unit=" records", disable=None):
         if isinstance(record, dict):
             messages, images = _normalized(record, ds)
             if check_messages(messages, len(images)) is None:
@@ -323,10 +282,15 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    ds = resolve(args.dataset, args.dataset_dir)
-    media_dir = args.media_dir or args.dataset_dir
-    recipe = load_recipe(args.recipe) if args.recipe else None
-    report = check_dataset(ds, media_dir, args.allow_absolute, ImageChecker(recipe))
+    try:
+        ds = resolve(args.dataset, args.dataset_dir)
+        recipe = load_recipe(args.recipe) if args.recipe else None
+        checker = ImageChecker(recipe)
+        media_dir = args.media_dir or args.dataset_dir
+        report = check_dataset(ds, media_dir, args.allow_absolute, checker)
+    except ValueError as exc:  # DatasetError: the dataset or its entry; a recipe naming no LLaMA-Factory template
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for line in report.lines:
         print(line)
     print(f"{ds.path}: {report.count} records, {len(report.errors)} errors, {len(report.warnings)} warnings")
@@ -350,8 +314,12 @@ def run_stats(args: argparse.Namespace) -> int:
     dataset_dir = args.dataset_dir or Path(recipe.get("dataset_dir") or DATASET_DIR)
     media_dir = Path(recipe.get("media_dir") or dataset_dir)
     lengths = []
-    for name in str(recipe["dataset"]).split(","):
-        lengths += token_lengths(recipe, resolve(name.strip(), dataset_dir), media_dir)
+    try:
+        for name in str(recipe["dataset"]).split(","):
+            lengths += token_lengths(recipe, resolve(name.strip(), dataset_dir), media_dir)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not lengths:
         print("no valid record: run `vlmr validate` on the dataset")
         return 1

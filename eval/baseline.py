@@ -18,8 +18,11 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from vlmrecipes.data_converters.schema import IMAGE_TOKEN
 from vlmrecipes.data_converters.tasks import SHORT_ANSWER
-from vlmrecipes.eval.data import IMAGE_TOKEN, Example, load_examples
+from vlmrecipes.eval.data import Example, load_examples
 
 MODEL_CLASSES = {"vqa": "BlipForQuestionAnswering", "caption": "BlipForConditionalGeneration"}
 
@@ -57,7 +60,7 @@ def predict(task: str, model_id: str, dataset: str, out: Path, batch_size: int =
     processor = AutoProcessor.from_pretrained(model_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")  # a crash never leaves a half file under the final name
-    with open(partial, "w", encoding="utf-8") as f:
+    with open(partial, "w", encoding="utf-8") as f, tqdm(total=len(examples), unit=" records", disable=None) as bar:
         for start in range(0, len(examples), batch_size):
             batch = examples[start:start + batch_size]
             images = [_image(e, dataset) for e in batch]
@@ -69,7 +72,7 @@ def predict(task: str, model_id: str, dataset: str, out: Path, batch_size: int =
                                               processor.batch_decode(generated, skip_special_tokens=True)):
                 row = {"prompt": text, "predict": answer.strip(), "label": example.answer, **example.extra}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            print(f"{min(start + batch_size, len(examples))}/{len(examples)}", flush=True)
+            bar.update(len(batch))
     partial.replace(out)
     return len(examples)
 

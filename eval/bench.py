@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 import httpx
 
-from vlmrecipes.eval.data import IMAGE_TOKEN, Example, load_examples
+from vlmrecipes.data_converters.schema import IMAGE_TOKEN
+from vlmrecipes.eval.data import Example, load_examples
 
 # LLaMA-Factory accepts data URLs of these types only (its api/chat.py); other formats are sent as PNG.
 _DATA_URL_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".bmp": "bmp"}

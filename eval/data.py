@@ -11,42 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from vlmrecipes.data_converters.datasets import DatasetError, json_type, read_jsonl, resolve
 from vlmrecipes.paths import DATASET_DIR
 
 # ShareGPT keys that describe the conversation, not the sample; every other key is an extra field.
 CONVERSATION_KEYS = frozenset({"messages", "conversations", "images", "videos", "audios", "system", "tools"})
-IMAGE_TOKEN = "<image>"
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, as an error message should say it."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a bad line raises ValueError naming the file, the line
-    and the fix. Lines are decoded one by one, so a file that is not UTF-8 is reported at its first bad line
-    (a UTF-8 byte-order mark, as Windows editors write, is accepted)."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
-                                 "line); save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`") from e
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line.rstrip("\r\n"))  # so that colno counts within the line
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg} at column {e.colno}); each line must be one "
-                                 "JSON object") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: a JSON {json_type(row)}, expected an object")
-            yield lineno, row
 
 
 def load_predictions(path: Path) -> list[dict[str, Any]]:
@@ -68,28 +39,6 @@ def load_predictions(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve_dataset(name_or_file: str | Path, dataset_dir: Path = DATASET_DIR) -> tuple[Path, Path]:
-    """(JSONL file, folder its image paths are relative to) for a file path or a dataset_info.json name.
-
-    LLaMA-Factory resolves a record's image paths against `dataset_dir`, so for a registered name that is
-    the folder of dataset_info.json; for a file given directly, its own folder and then `dataset_dir` are
-    tried when reading each image (see `image_path`).
-    """
-    path = Path(name_or_file)
-    if path.is_file():
-        return path, path.parent
-    info_file = dataset_dir / "dataset_info.json"
-    info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    if str(name_or_file) not in info:
-        raise FileNotFoundError(f"{name_or_file}: neither a file nor a dataset name in {info_file}; pass a "
-                                "JSONL path or one of: " + ", ".join(sorted(info)[:20]))
-    entry = info[str(name_or_file)]
-    if "file_name" not in entry:
-        raise ValueError(f"{info_file}: dataset {name_or_file!r} has no local file_name (hub datasets are not "
-                         "read here): convert it to a local JSONL first")
-    return dataset_dir / entry["file_name"], dataset_dir
-
-
 @dataclass
 class Example:
     """One evaluation sample of a ShareGPT record: the first user turn, the first answer, images, extras."""
@@ -109,30 +58,36 @@ def image_path(name: str, roots: list[Path]) -> Path:
 
 
 def load_examples(name_or_file: str | Path, dataset_dir: Path = DATASET_DIR) -> list[Example]:
-    """Every record of a ShareGPT dataset (LLaMA-Factory's `messages` or LLaVA's `conversations` layout)."""
-    path, root = resolve_dataset(name_or_file, dataset_dir)
+    """Every record of a ShareGPT dataset (LLaMA-Factory's `messages` or LLaVA's `conversations` layout).
+
+    LLaMA-Factory resolves a record's image paths against `dataset_dir`, so for a registered name that folder
+    comes first; for a file given directly, its own folder and then `dataset_dir` are tried (`image_path`).
+    """
+    dataset = resolve(name_or_file, dataset_dir)
+    path = dataset.path
+    root = dataset_dir if dataset.name else path.parent
     roots = list(dict.fromkeys([root, path.parent, dataset_dir]))
     examples = []
     for lineno, record in read_jsonl(path):
         turns = record.get("messages") or record.get("conversations")
         if not isinstance(turns, list):
-            raise ValueError(f"{path}:{lineno}: no `messages` list; is this a ShareGPT dataset?")
+            raise DatasetError(f"{path}:{lineno}", "no `messages` list", "is this a ShareGPT dataset?")
         texts = {}
         for turn in turns:
             if not isinstance(turn, dict):
-                raise ValueError(f"{path}:{lineno}: a turn is a JSON {json_type(turn)}; each turn must be an "
-                                 "object with role/content (or from/value)")
+                raise DatasetError(f"{path}:{lineno}", f"a turn is a JSON {json_type(turn)}",
+                                   "each turn must be an object with role/content (or from/value)")
             role = turn.get("role") or turn.get("from")
             role = {"human": "user", "gpt": "assistant"}.get(role, role)
             texts.setdefault(role, turn.get("content") if "content" in turn else turn.get("value"))
         if not isinstance(texts.get("user"), str) or not texts["user"] or not isinstance(texts.get("assistant"), str):
-            raise ValueError(f"{path}:{lineno}: needs a user turn and an assistant turn with text content; run "
-                             f"`vlmr validate {path}` to check the dataset")
+            raise DatasetError(f"{path}:{lineno}", "needs a user turn and an assistant turn with text content",
+                               f"run `vlmr validate {path}` to check the dataset")
         images = [image_path(str(i), roots) for i in record.get("images") or []]
         extra = {k: v for k, v in record.items() if k not in CONVERSATION_KEYS}
         examples.append(Example(lineno, texts["user"], texts["assistant"], images, extra))
     if not examples:
-        raise ValueError(f"{path}: no records")
+        raise DatasetError(str(path), "no records", "predict or benchmark a converted dataset")
     return examples
 
 

@@ -45,7 +45,7 @@ def test_validate_names_file_line_and_fix(tmp_path):
     assert proc.returncode == 1
     expected = {2: "empty_turn", 3: "image_count_mismatch", 4: "written inside a assistant turn", 5: "empty_image_file",
                 6: "missing_image", 7: "absolute or escapes", 8: "absolute or escapes", 9: "symlink leaving",
-                10: "bad_roles", 11: "written inside a assistant turn", 12: "invalid JSON", 13: "non-UTF-8"}
+                10: "bad_roles", 11: "written inside a assistant turn", 12: "not JSON", 13: "not UTF-8"}
     for lineno, text in expected.items():
         assert any(line.startswith(f"{path}:{lineno}: ") and text in line for line in lines), (lineno, proc.stdout)
     assert not any(line.startswith(f"{path}:1: ") for line in lines)

@@ -1,8 +1,9 @@
 """`vlmr demo-data`: the bundled synthetic demo datasets (no copied images), one per task family.
 
-Each is generated deterministically into `dataset_info/<name>/` as ShareGPT JSON Lines plus PNGs, with train
-and test splits registered in `dataset_info/dataset_info.json` as `<name>_train` / `<name>_test`. They are
-what `vlmr demo` learns and what `vlmr smoke` feeds a recipe's tiny twin in place of the real dataset.
+Each is generated deterministically and written by the converters' one writer (`data_converters.writer`) into
+`dataset_info/<name>/` as ShareGPT JSON Lines plus PNGs under `media/`, with train and test splits registered
+in `dataset_info/dataset_info.json` as `<name>_train` / `<name>_test`. They are what `vlmr demo` learns and
+what `vlmr smoke` feeds a recipe's tiny twin in place of the real dataset.
 
 - demo_shapes (general VQA): a red/green/blue circle, square or triangle on a pink/cyan/beige background; asks
   the colour of the shape or of the background (chance 1/3 for each): the model must tell object from
@@ -16,10 +17,13 @@ what `vlmr demo` learns and what `vlmr smoke` feeds a recipe's tiny twin in plac
 from __future__ import annotations
 
 import argparse
-import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
+from vlmrecipes.data_converters.datasets import entry_for, register
+from vlmrecipes.data_converters.schema import ImageRef, Sample, chat
+from vlmrecipes.data_converters.writer import WriteOptions, write_split
 from vlmrecipes.paths import DATASET_DIR
 
 # 112 px -> 8x8 patches of 14 px -> 4x4 = 16 merged image tokens on Qwen2.5-VL: enough to tell shapes apart.
@@ -104,39 +108,24 @@ DEMO_DATASETS = {
 }
 
 
-def dataset_entry(file_name: str) -> dict:
-    """A dataset_info.json entry for a ShareGPT multimodal JSONL file (relative to dataset_info/)."""
-    return {
-        "file_name": file_name,
-        "formatting": "sharegpt",
-        "columns": {"messages": "messages", "images": "images"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"},
-    }
+def _samples(name: str, split: str, count: int, rng: random.Random) -> Iterator[Sample]:
+    make = DEMO_DATASETS[name][0]
+    for i in range(count):
+        img, question, answer, extra = make(rng)
+        yield Sample(f"{name}_{split}_{i:04d}", chat(question, answer), [ImageRef(img, f"{split}_{i:04d}.png")], extra)
 
 
 def generate(name: str, dataset_dir: Path = DATASET_DIR, seed: int = 0) -> dict[str, Path]:
-    """Write `<dataset_dir>/<name>/{train,test}.jsonl` and images; returns split -> file."""
-    make, n_train, n_test = DEMO_DATASETS[name]
-    root = dataset_dir / name
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(f"{name}-{seed}")
+    """Write and register `<dataset_dir>/<name>/{train,test}.jsonl` and their images; returns split -> file."""
+    _, n_train, n_test = DEMO_DATASETS[name]
+    rng = random.Random(f"{name}-{seed}")  # one stream for both splits: test images follow the train ones
     files = {}
     for split, count in (("train", n_train), ("test", n_test)):
-        lines = []
-        for i in range(count):
-            img, question, answer, extra = make(rng)
-            rel = f"{name}/images/{split}_{i:04d}.png"
-            img.save(dataset_dir / rel)
-            record = {"messages": [{"role": "user", "content": f"<image>{question}"},
-                                   {"role": "assistant", "content": answer}],
-                      "images": [rel], **extra}
-            lines.append(json.dumps(record, ensure_ascii=False))
-        path = root / f"{split}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
-        files[split] = path
+        # strict: a generated sample the writer would skip is a bug here, not a record to drop
+        opts = WriteOptions(out_dir=dataset_dir / name, split=split, media_root=dataset_dir, strict=True,
+                            source=f"vlmr demo-data {name}")
+        files[split] = write_split(_samples(name, split, count, rng), opts).output
+        register(dataset_dir, f"{name}_{split}", entry_for(files[split], dataset_dir))
     return files
 
 

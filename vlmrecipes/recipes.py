@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
+from vlmrecipes.data_converters.datasets import DatasetError, DatasetInfo, load_info
 from vlmrecipes.paths import DATASET_DIR, RECIPES_DIR
 
 # LLaMA-Factory template -> the tiny-model kind of the same architecture (see `vlmr tiny`).
@@ -62,19 +62,16 @@ def tiny_kind(recipe: dict, path: str | Path = "") -> str:
     return TEMPLATE_TO_TINY[template]
 
 
-def dataset_info(dataset_dir: Path = DATASET_DIR) -> dict:
-    with open(dataset_dir / "dataset_info.json") as f:
-        return json.load(f)
+def dataset_info(dataset_dir: Path = DATASET_DIR) -> DatasetInfo:
+    return load_info(dataset_dir)
 
 
-def demo_twin(dataset: str, info: dict, split: str = "train") -> str:
+def demo_twin(dataset: str, info: DatasetInfo, split: str = "train") -> str:
     """The demo dataset standing in for `dataset` in a smoke run: its `vlmr_demo` entry, or itself if a demo."""
     if dataset.startswith("demo_"):
         return dataset
-    entry = info.get(dataset)
-    if entry is None:
-        raise ValueError(f"dataset {dataset!r} is not in dataset_info/dataset_info.json; register it first")
-    twin = entry.get("vlmr_demo")
+    twin = info.entry(dataset).get("vlmr_demo")
     if twin is None:
-        raise ValueError(f"dataset_info.json entry {dataset!r} has no \"vlmr_demo\" key naming its demo twin")
+        raise DatasetError(f"{info.path}: entry {dataset!r}", 'no "vlmr_demo" key naming its demo twin',
+                           'add "vlmr_demo": "demo_<shapes|ct|emotion>_train" to the entry')
     return twin if split == "train" else twin.replace("_train", "_test")
