@@ -32,6 +32,9 @@ import httpx
 
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN
 from vlmrecipes.eval.data import Example, load_examples
+from vlmrecipes.eval.plots import distribution_png, timeline_png
+from vlmrecipes.eval.report import markdown_table
+from vlmrecipes.eval.tasks import TASKS, check_labels, labels_help
 
 # LLaMA-Factory accepts data URLs of these types only (its api/chat.py); other formats are sent as PNG.
 _DATA_URL_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".bmp": "bmp"}
@@ -223,9 +226,8 @@ def summarize(results: Sequence[RequestResult], wall_s: float, interrupted: bool
 
 def write_report(results: list[RequestResult], summary: dict[str, Any], out: Path, task: str | None,
                  labels: Sequence[str] | None, config: dict[str, Any]) -> dict[str, Any]:
-    """requests.csv, bench.json, bench.md and the plots; with `task`, score the successful answers."""
-    from vlmrecipes.eval.plots import distribution_png, timeline_png
-
+    """requests.csv, bench.json, bench.md and the latency plots; with `task`, the task metrics of the successful
+    answers (numbers only: the task's charts belong to `vlmr eval` reports)."""
     out.mkdir(parents=True, exist_ok=True)
     results = sorted(results, key=lambda r: r.index)
     with open(out / "requests.csv", "w", newline="", encoding="utf-8") as f:
@@ -239,19 +241,17 @@ def write_report(results: list[RequestResult], summary: dict[str, Any], out: Pat
                  "Requests over the run")
     report = {"config": config, "summary": summary, "task": None}
     if task and ok:
-        from vlmrecipes.eval.report import SCORERS
-
         rows = [{"predict": r.answer, "label": r.label, "_line": r.dataset_line} for r in ok]
-        scored = SCORERS[task](rows, out, labels)
+        scored = TASKS[task].run(rows, labels)
         report["task"] = {"name": task, "scored": len(rows), "metrics": scored.metrics}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Serving benchmark", "", f"`{config['base_url']}` · dataset `{config['dataset']}` · "
              f"concurrency {config['concurrency']} · {'streaming' if config['stream'] else 'non-streaming'}"
-             + (" · **interrupted**" if summary["interrupted"] else ""), "", "| measure | value |", "| --- | --- |"]
-    for key, value in summary.items():
-        if key != "errors":
-            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
-    lines.append(f"| errors | {', '.join(f'{k}: {v}' for k, v in summary['errors'].items()) or 'none'} |")
+             + (" · **interrupted**" if summary["interrupted"] else ""), ""]
+    measures = [(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+                for key, value in summary.items() if key != "errors"]
+    measures.append(("errors", ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()) or "none"))
+    lines += markdown_table(["measure", "value"], measures)
     if report["task"]:
         lines += ["", f"Task metric ({task}, {len(ok)} answers): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in report["task"]["metrics"].items() if v is not None)]
@@ -274,13 +274,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="sent as `Authorization: Bearer KEY`")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--extra-body", type=json.loads, default={}, help="JSON merged into every request body")
-    parser.add_argument("--task", choices=("vqa", "caption", "medvqa", "emotion", "choice"))
-    parser.add_argument("--labels", nargs="+", help="--task emotion/choice: the label set")
+    parser.add_argument("--task", choices=TASKS, help="score the answers with this `vlmr eval` task's metrics")
+    parser.add_argument("--labels", nargs="+", help=f"with --task: {labels_help()}")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or (args.count is not None and args.count < 1):
         print("vlmr bench: --concurrency and --count must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        check_labels(args.task, args.labels)  # before any request is sent
+    except ValueError as e:
+        print(f"vlmr bench: {e}", file=sys.stderr)
         return 2
     try:
         examples = load_examples(args.dataset)

@@ -1,4 +1,8 @@
-"""PNG plots for the reports (matplotlib, headless Agg backend; scikit-learn draws the confusion matrix)."""
+"""PNG plots for the reports (matplotlib, headless Agg backend; scikit-learn draws the confusion matrix).
+
+The charts of a task's report (`metric_bars`, `answer_type_bars`, `classification_charts`: named in the task
+table, `vlmrecipes.eval.tasks`) are drawn from a scorer's `TaskResult`; scorers themselves draw nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+
+from vlmrecipes.eval.scoring import TaskResult  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -89,3 +95,27 @@ def timeline_png(requests: Sequence[tuple[float, float, str]], path: Path, title
     if requests:
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a task report's charts: (task name, title, result, report folder) -> the PNGs written
+
+
+def metric_bars(task: str, title: str, result: TaskResult, out: Path) -> list[Path]:
+    """The headline metrics side by side."""
+    return [bar_chart({k: v or 0.0 for k, v in result.metrics.items()}, out / f"{task}_metrics.png", title)]
+
+
+def answer_type_bars(task: str, title: str, result: TaskResult, out: Path) -> list[Path]:
+    """VQA accuracy per answer type (yes/no, number, other)."""
+    by_type = {g: v["score"] or 0.0 for g, v in result.details["vqa_accuracy_by_answer_type"].items()}
+    return [bar_chart(by_type, out / f"{task}_by_answer_type.png", f"{title} accuracy by answer type")]
+
+
+def classification_charts(task: str, title: str, result: TaskResult, out: Path) -> list[Path]:
+    """The confusion matrix and the recall of each class."""
+    confusion = result.confusion
+    recall = {label: v["recall"] for label, v in result.details["per_class"].items()}
+    return [confusion_png(confusion.gold, confusion.predicted, confusion.classes, out / f"{task}_confusion.png",
+                          f"{title}: gold vs predicted"),
+            bar_chart(recall, out / f"{task}_recall.png", f"{title}: recall per class")]

@@ -9,7 +9,9 @@ import pytest
 import yaml
 from helpers import run_cli
 
+from vlmrecipes.eval.bench import RequestResult, summarize, write_report
 from vlmrecipes.eval.report import compare, evaluate
+from vlmrecipes.eval.tasks import TASKS
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -19,6 +21,12 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def _pred(predict: str, label: str) -> dict:
     return {"prompt": "user\n<image>q", "predict": predict, "label": label}
+
+
+def _cells(markdown: str) -> list[list[str]]:
+    """The stripped cells of each Markdown table line (tabulate pads every column to one width)."""
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith("|")]
 
 
 def _record(answer: str, **extra) -> dict:
@@ -37,7 +45,7 @@ def test_vqa_joins_the_dataset_answers_by_line(tmp_path):
     assert report["details"]["vqa_accuracy_by_answer_type"]["number"]["score"] == pytest.approx(0.9)
     assert report["notes"] == []
     markdown = (tmp_path / "r" / "report.md").read_text()
-    assert "| vqa_accuracy | 95.0% |" in markdown and "![vqa_by_answer_type.png]" in markdown
+    assert ["vqa_accuracy", "95.0%"] in _cells(markdown) and "![vqa_by_answer_type.png]" in markdown
     assert (tmp_path / "r" / "vqa_by_answer_type.png").stat().st_size > 0
 
 
@@ -70,7 +78,7 @@ def test_emotion_gold_labels_without_labels_are_normalised_like_predictions(tmp_
         {"precision": 1.0, "recall": 0.75, "f1": 6 / 7, "support": 4})  # 3 of 4 happy found, no false happy
     assert report["metrics"]["accuracy"] == pytest.approx(5 / 7) and report["details"]["unmapped"] == 1
     per_class_rows = (tmp_path / "r" / "report.md").read_text().split("## per_class")[1].split("\n\n")[1]
-    assert [line.split(" | ")[0] for line in per_class_rows.splitlines()[2:]] == ["| angry", "| happy", "| sad"]
+    assert [cells[0] for cells in _cells(per_class_rows)[2:]] == ["angry", "happy", "sad"]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -107,6 +115,30 @@ def test_medvqa_caption_choice_reports(tmp_path):
     assert choice["metrics"]["accuracy"] == pytest.approx(1 / 3) and choice["details"]["unmapped"] == 1
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_scorers_return_numbers_and_write_nothing(task, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [{**_pred("B", "B"), "_line": 1}, {**_pred("happy", "C"), "_line": 2}]
+    result = TASKS[task].run(rows)
+    assert result.metrics and len(result.scores) == 2
+    assert list(tmp_path.iterdir()) == []  # no report folder, no PNG: drawing is report.py's and plots.py's job
+    if TASKS[task].labels is None:  # a task that takes no labels refuses them instead of ignoring them
+        with pytest.raises(ValueError, match="--labels goes with --task emotion or choice"):
+            TASKS[task].run(rows, ["B", "C"])
+
+
+def test_bench_task_metrics_leave_no_task_charts_behind(tmp_path):
+    """`vlmr bench --task emotion` scores the answers; the confusion matrix and recall charts are `vlmr eval`'s."""
+    answers = [("happy", "happy"), ("sad", "happy"), ("neutral", "neutral")]
+    results = [RequestResult(i, i + 1, 0.1 * i, ttft_s=0.01, latency_s=0.05, output_tokens=2, status=200, answer=a,
+                             label=label) for i, (a, label) in enumerate(answers)]
+    config = {"base_url": "http://127.0.0.1:1/v1", "dataset": "faces", "concurrency": 1, "stream": True}
+    report = write_report(results, summarize(results, 1.0, False), tmp_path, "emotion", None, config)
+    assert report["task"]["metrics"]["accuracy"] == pytest.approx(2 / 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md", "latency_cdf.png", "requests.csv",
+                                                          "timeline.png"]
+
+
 def test_compare_runs(tmp_path):
     base = _jsonl(tmp_path / "base.jsonl", [_pred("no", "yes"), _pred("no", "no")])
     tuned = _jsonl(tmp_path / "tuned.jsonl", [_pred("yes", "yes"), _pred("no", "no")])
@@ -115,7 +147,7 @@ def test_compare_runs(tmp_path):
              "tuned", "--out", str(tmp_path / "cmp")])
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert result["metrics"]["base"]["exact_match"] == 0.5 and result["metrics"]["tuned"]["exact_match"] == 1.0
-    assert "| exact_match | 50.0% | 100.0% (+50.0%) |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert ["exact_match", "50.0%", "100.0% (+50.0%)"] in _cells((tmp_path / "cmp" / "compare.md").read_text())
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
     evaluate(base, "medvqa", tmp_path / "med")
     with pytest.raises(ValueError, match="different tasks"):
