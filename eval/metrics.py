@@ -12,6 +12,8 @@ import unicodedata
 from collections import Counter
 from typing import Iterable, Sequence
 
+from rapidfuzz.distance import Levenshtein
+
 # ---------------------------------------------------------------------------------------------------------
 # thinking models
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
@@ -136,16 +138,10 @@ def exact_match(prediction: str, label: str) -> float:
 
 
 def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions of one character, each costing 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    """Edit distance (insertions, deletions, substitutions of one character, each costing 1), by rapidfuzz's
+    compiled implementation: ANLS of a row with ten VQAv2-length answers takes 0.01 ms instead of the 1.7 ms of
+    a pure-Python loop (benchmarks/bench_anls.py), i.e. seconds instead of minutes for VQAv2 val."""
+    return Levenshtein.distance(a, b)
 
 
 def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
