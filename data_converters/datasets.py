@@ -28,6 +28,9 @@ from typing import Any
 from filelock import FileLock
 
 INFO_FILE = "dataset_info.json"
+# The role/content tags of our ShareGPT records (LLaMA-Factory's defaults are LLaVA's from/value/human/gpt).
+SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}
 PARQUET_BATCH_ROWS = 256  # rows decoded at a time: bounded memory with embedded image bytes
 
 
@@ -164,8 +167,7 @@ def entry_for(output: Path, dataset_dir: Path) -> dict[str, Any]:
         "file_name": file_name,
         "formatting": "sharegpt",
         "columns": {"messages": "messages", "images": "images"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"},
+        "tags": dict(SHAREGPT_TAGS),
     }
 
 
@@ -201,7 +203,7 @@ class DatasetFile:
         path: the JSON Lines or Parquet file.
         messages: column of the conversation.
         images: column of the image list.
-        tags: the entry's role/content tags (None: ours, `role`/`content`/`user`/`assistant`/`system`).
+        tags: the entry's role/content tags (None: ours, SHAREGPT_TAGS).
         name: the registered name it was resolved from (None: a file given directly).
     """
 

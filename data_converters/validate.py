@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from vlmrecipes.data_converters.datasets import DatasetError, DatasetFile, iter_rows, resolve
+from vlmrecipes.data_converters.datasets import SHAREGPT_TAGS, DatasetError, DatasetFile, iter_rows, resolve
 from vlmrecipes.data_converters.images import HIGH_BIT_DEPTH_MODES, RESCALED_KEY, ImageError, classify, source_name
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN, check_messages
 from vlmrecipes.paths import DATASET_DIR
@@ -44,8 +44,7 @@ CUTOFF_STEP = 256  # recommended cutoff_len is rounded up to a multiple of this
 
 def _normalized(record: dict, ds: DatasetFile) -> tuple[Any, list]:
     """messages as role/content with user/assistant/system roles (dataset_info tags mapped), and images."""
-    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-            "system_tag": "system", **(ds.tags or {})}
+    tags = {**SHAREGPT_TAGS, **(ds.tags or {})}
     roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system"}
     raw = record.get(ds.messages)
     def role(turn: dict) -> Any:

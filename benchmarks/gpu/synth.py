@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlmrecipes import realsize, recipes, smoke
+from vlmrecipes.data_converters.datasets import entry_for, register
 from vlmrecipes.tiny_qwen import QWEN2_5_OMNI_SPECIAL, QWEN2_5_SPECIAL, QWEN3_SPECIAL
 
 # <|endoftext|>: the first special token of every Qwen2 / 2.5 / 3 tokenizer, after 151,643 byte-level BPE tokens
@@ -217,7 +218,7 @@ def synthesize_data(recipe_path: Path, tokenizer, out: Path, samples: int, seed:
     words = single_token_words(tokenizer)
     rng = random.Random(seed)
     generator = np.random.default_rng(seed)
-    info, shapes = {}, {}
+    shapes = {}
     for name in names:
         shape = dataset_shape(name)
         folder = out / name
@@ -235,12 +236,8 @@ def synthesize_data(recipe_path: Path, tokenizer, out: Path, samples: int, seed:
                                        {"role": "assistant", "content": _text(rng, words, shape.answer_tokens)}],
                           "images": [images[i % DISTINCT_IMAGES]]}
                 f.write(json.dumps(record) + "\n")
-        info[name] = {"file_name": f"{name}/train.jsonl", "formatting": "sharegpt",
-                      "columns": {"messages": "messages", "images": "images"},
-                      "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                               "assistant_tag": "assistant"}}
+        register(out, name, entry_for(folder / "train.jsonl", out))
         shapes[name] = shape.__dict__
-    (out / "dataset_info.json").write_text(json.dumps(info, indent=2))
     return shapes
 
 
