@@ -47,6 +47,9 @@ class DatasetError(ValueError):
         super().__init__(f"{where}: {problem}; {fix}")
         self.where, self.problem, self.fix = where, problem, fix
 
+    def __reduce__(self):  # pickled with its three parts (a worker process may raise it)
+        return DatasetError, (self.where, self.problem, self.fix)
+
 
 def json_type(value: Any) -> str:
     """The JSON name of a parsed value's type, as an error message should say it."""
