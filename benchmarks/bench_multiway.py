@@ -21,7 +21,8 @@ import torch
 def _configs(shape: str, layers: int, multiway_layers: list[int]):
     from transformers import Qwen2_5_VLConfig
 
-    from vlmrecipes.plugins.build_multiway import TINY_MULTIWAY, multiway_config
+    from vlmrecipes.plugins.multiway.build import multiway_config
+    from vlmrecipes.plugins.multiway.tiny import TINY_MULTIWAY
 
     if shape == "tiny":
         text = dict(vocab_size=448, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -59,7 +60,7 @@ def _time(model, ids, steps: int, device: str) -> float:
 def bench(shape: str, args) -> dict:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vlmrecipes.plugins.build_multiway import convert
+    from vlmrecipes.plugins.multiway.build import convert
 
     base_config, mw_config = _configs(shape, args.layers, [int(i) for i in args.multiway_layers.split(",")])
     torch.manual_seed(0)

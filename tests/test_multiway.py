@@ -66,7 +66,7 @@ def test_identity_at_init(tiny):
 
 
 def test_routing_by_modality_topk_and_aux_loss(tiny):
-    from vlmrecipes.plugins.modeling_multiway import MultiwayRouting
+    from vlmrecipes.plugins.multiway.modeling_multiway import MultiwayRouting
 
     model = _open_gates(_load(tiny))
     inputs = _inputs(tiny)
@@ -163,11 +163,12 @@ def test_plugin_loads_checkpoints_without_remote_code_whatever_was_imported_firs
     )
     proc = run_cli([sys.executable, "-c", script])
     result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
-    assert result == ["vlmrecipes.plugins.configuration_multiway", "vlmrecipes.plugins.modeling_multiway"]
+    assert result == ["vlmrecipes.plugins.multiway.configuration_multiway",
+                      "vlmrecipes.plugins.multiway.modeling_multiway"]
 
 
 def test_config_validation():
-    from vlmrecipes.plugins.configuration_multiway import MultiwayQwen2_5_VLConfig
+    from vlmrecipes.plugins.multiway.configuration_multiway import MultiwayQwen2_5_VLConfig
 
     with pytest.raises(ValueError, match="multiway_layers"):
         MultiwayQwen2_5_VLConfig(multiway_layers=[999])

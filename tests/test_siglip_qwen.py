@@ -18,7 +18,8 @@ from helpers import REPO, cli_env, run_chat_cli, run_cli
 from safetensors.torch import load_file
 
 from vlmrecipes import recipes
-from vlmrecipes.plugins import siglip_qwen
+from vlmrecipes.plugins.qwen.tiny import build_qwen2_lm, chat_template
+from vlmrecipes.plugins.siglip_qwen import build, tiny
 
 RECIPES = REPO / "recipes" / "siglip_qwen"
 # CPU and length overrides (LLaMA-Factory `key=value`); the recipes' own values stay otherwise
@@ -132,12 +133,12 @@ def test_chat_cli_and_image_chat(chain):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prompt, response = map(int, proc.stdout.split("PROMPT")[-1].split())
-    patches = (siglip_qwen.TINY_IMAGE_SIZE // siglip_qwen.TINY_PATCH_SIZE) ** 2
+    patches = (tiny.TINY_IMAGE_SIZE // tiny.TINY_PATCH_SIZE) ** 2
     assert prompt > patches and response >= 1  # the image expanded to its 16 tokens, plus the question
 
 
 def _vision_and_llm(tmp_path: Path, kind: str) -> tuple[Path, Path]:
-    return siglip_qwen.tiny_vision(tmp_path / kind, kind), siglip_qwen.tiny_qwen2(tmp_path / "qwen2")
+    return tiny.tiny_vision(tmp_path / kind, kind), build_qwen2_lm(tmp_path / "qwen2")
 
 
 @pytest.mark.parametrize("kind, layer, strategy, extra", [
@@ -153,7 +154,7 @@ def test_builder(tmp_path, kind, layer, strategy, extra):
     run_cli(["vlmr", "build", "siglip-qwen", "--vision", str(vision), "--llm", str(llm), "--out", str(out)])
     config = json.loads((out / "config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(out)
-    patches = (siglip_qwen.TINY_IMAGE_SIZE // siglip_qwen.TINY_PATCH_SIZE) ** 2
+    patches = (tiny.TINY_IMAGE_SIZE // tiny.TINY_PATCH_SIZE) ** 2
     assert (config["vision_feature_layer"], config["vision_feature_select_strategy"]) == (layer, strategy)
     assert config["image_seq_length"] == patches  # SigLIP: all patches; CLIP: patches + CLS - CLS
     assert config["image_token_index"] == tokenizer.convert_tokens_to_ids("<image>")
@@ -165,7 +166,7 @@ def test_builder(tmp_path, kind, layer, strategy, extra):
     assert type(processor).__name__ == "LlavaProcessor"
     assert type(processor.image_processor).__name__ == ("CLIP" if kind == "clip" else "Siglip") + "ImageProcessor"
     assert processor.num_additional_image_tokens == extra
-    assert siglip_qwen.check(out) == patches
+    assert build.check(out) == patches
 
     built, lm = _weights(out), _weights(llm)
     # a pair checkpoint stores the tower under `vision_model.`; its text tower and logit scale are not used
@@ -197,7 +198,7 @@ def test_multimodal_chat_template_keeps_text_chats_identical(tiny_model):
     image_chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the square?"}]},
                   {"role": "assistant", "content": "red"}]
     plain = processor.tokenizer.apply_chat_template(text_chat, tokenize=False,
-                                                    chat_template=siglip_qwen.QWEN2_5_CHAT_TEMPLATE)
+                                                    chat_template=chat_template("qwen2_5"))
     assert processor.apply_chat_template(text_chat, tokenize=False) == plain
     assert processor.apply_chat_template(image_chat, tokenize=False) == plain.replace("What", "<image>What")
 

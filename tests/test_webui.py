@@ -24,8 +24,11 @@ import pytest
 from helpers import BIN, REPO, cli_env, free_port
 from PIL import Image, ImageStat
 
-from vlmrecipes.plugins.registry import MODEL_GROUPS, TEMPLATES
+from vlmrecipes.plugins.registry import model_groups, templates
 from vlmrecipes.recipes import load, training_recipes
+
+MODEL_GROUPS = model_groups()
+TEMPLATES = templates()
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Locator, Page
@@ -186,7 +189,7 @@ def _assert_not_blank(screenshot: Path) -> None:
 
 def test_siglip_model_fills_its_template_and_dataset_dir_lists_ours(page: Page, tmp_path: Path) -> None:
     """The user path of issue 4: pick our SigLIP model, point the data dir at ours, see our datasets."""
-    assert SIGLIP_MODEL in MODEL_GROUPS, f"{SIGLIP_MODEL} is no longer registered in plugins/registry.py"
+    assert SIGLIP_MODEL in MODEL_GROUPS, f"{SIGLIP_MODEL} is no longer in plugins/siglip_qwen/__init__.py (model_groups)"
     hub_id, template = MODEL_GROUPS[SIGLIP_MODEL]
     assert template == "siglip_qwen"
     _expect_model_fills(page, SIGLIP_MODEL, hub_id, template)
@@ -235,6 +238,6 @@ def test_our_models_and_templates_are_in_the_dropdowns(page: Page) -> None:
             continue
         assert hub_id in by_hub_id, (
             f"{path}: model_name_or_path {hub_id} is not in LlamaBoard's model list; register it in "
-            "plugins/registry.py with register_model(display name, hub id, template)"
+            "the model_groups of its architecture's record (plugins/<architecture>/__init__.py)"
         )
         _expect_model_fills(page, by_hub_id[hub_id], hub_id, None)

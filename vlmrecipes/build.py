@@ -1,25 +1,23 @@
 """`vlmr build KIND ...`: assemble one of our custom architectures from pretrained checkpoints.
 
-Each kind's module defines `add_arguments(parser)` and `run(args) -> int`.
+The kinds are the architectures' build commands (`plugins/architectures.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 
-BUILDERS: dict[str, str] = {
-    "siglip-qwen": "vlmrecipes.plugins.siglip_qwen",
-    "multiway": "vlmrecipes.plugins.build_multiway",
-}
+from vlmrecipes.plugins.architecture import BuildCommand
+from vlmrecipes.plugins.architectures import ARCHITECTURES
+
+BUILDERS: dict[str, BuildCommand] = {arch.build.name: arch.build for arch in ARCHITECTURES if arch.build}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
-    for kind, module_name in BUILDERS.items():
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub.add_parser(kind, help=(module.__doc__ or "").strip().splitlines()[0]))
+    for kind, command in BUILDERS.items():
+        command.add_arguments(sub.add_parser(kind, help=command.help))
 
 
 def run(args: argparse.Namespace) -> int:
-    return importlib.import_module(BUILDERS[args.kind]).run(args)
+    return BUILDERS[args.kind].run(args)

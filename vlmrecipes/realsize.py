@@ -182,12 +182,10 @@ def build_hub_model(model_id: str) -> BuiltModel:
 
 
 def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
-    """`vlmr build multiway --base ...`: our Multiway class from the base's stored config (build_multiway's config)."""
-    from vlmrecipes.plugins.build_multiway import _FIELDS, multiway_config
+    """`vlmr build multiway --base ...`: our Multiway class from the base's stored config (plugins/multiway/build.py's config)."""
+    from vlmrecipes.plugins.multiway.build import config_fields, multiway_config
 
-    layers = [int(i) for i in args.layers.split(",")] if args.layers else None
-    fields = {name: getattr(args, name) for name in _FIELDS}
-    config = multiway_config(pretrained_config(args.base), multiway_layers=layers, **fields)
+    config = multiway_config(pretrained_config(args.base), **config_fields(args))
     model = build_on_meta(config)  # the autoload hook registered the class with AutoModelForImageTextToText
     multiway = count_parameters(model, name_contains=".multiway.")
     checks = [_check(f"{args.base} part (all but the {multiway:,} Multiway parameters)",
@@ -199,7 +197,7 @@ def build_siglip_qwen_model(args: argparse.Namespace) -> BuiltModel:
     """`vlmr build siglip-qwen --vision ... --llm ...`: the Llava model of the two stored configs (siglip_qwen's)."""
     from transformers import AutoModel, AutoModelForCausalLM
 
-    from vlmrecipes.plugins.siglip_qwen import llava_config
+    from vlmrecipes.plugins.siglip_qwen.build import llava_config
 
     pair = pretrained_config(args.vision)
     vision_config = getattr(pair, "vision_config", pair)

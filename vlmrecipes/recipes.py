@@ -8,17 +8,10 @@ import yaml
 
 from vlmrecipes.data_converters.datasets import DatasetError, DatasetInfo, load_info
 from vlmrecipes.paths import DATASET_DIR, RECIPES_DIR
+from vlmrecipes.plugins.architectures import ARCHITECTURES
 
-# LLaMA-Factory template -> the tiny-model kind of the same architecture (see `vlmr tiny`).
-TEMPLATE_TO_TINY = {
-    "qwen2_vl": "qwen2_5_vl",
-    "qwen3_vl": "qwen3_vl",
-    "qwen3_vl_nothink": "qwen3_vl",
-    "qwen2_omni": "qwen2_5_omni",
-    "siglip_qwen": "siglip_qwen",
-    "multiway_qwen": "multiway",
-}
-COMPANIONS = ("predict", "export")
+# LLaMA-Factory template -> the tiny twin of the architecture its recipes train (see `vlmr tiny`).
+TEMPLATE_TO_TINY = {template: arch.name for arch in ARCHITECTURES for template in arch.recipe_templates}
 
 
 def load(path: str | Path) -> dict:
@@ -57,7 +50,7 @@ def tiny_kind(recipe: dict, path: str | Path = "") -> str:
     if template not in TEMPLATE_TO_TINY:
         raise ValueError(
             f"{path}: template {template!r} has no tiny twin; known: {', '.join(TEMPLATE_TO_TINY)} "
-            "(add one in vlmrecipes/recipes.py TEMPLATE_TO_TINY)"
+            "(add it to the recipe_templates of its architecture's record, plugins/<architecture>/__init__.py)"
         )
     return TEMPLATE_TO_TINY[template]
 

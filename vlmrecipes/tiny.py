@@ -1,38 +1,31 @@
 """`vlmr tiny KIND --out DIR`: tiny random-weight models of the real architecture classes, for tests.
 
-Each kind is a builder `fn(out_dir: Path, seed: int) -> Path` registered in `TINY_KINDS` as "module:function"
-(imported only when used). A tiny model is a few MB, deterministic for a seed, saved with a locally trained
-byte-level BPE tokenizer carrying the family's special tokens, the family's chat template, and a processor
-that loads with `AutoProcessor`.
+The kinds are each architecture's tiny twin and its variants (`plugins/architectures.py`). A tiny model is a few
+MB, deterministic for a seed, saved with a locally trained byte-level BPE tokenizer carrying the family's special
+tokens, the family's chat template, and a processor that loads with `AutoProcessor`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
-TINY_KINDS: dict[str, str] = {
-    "qwen2_5_vl": "vlmrecipes.tiny_qwen:build_qwen2_5_vl",
-    "qwen2_5_vl_demo": "vlmrecipes.tiny_qwen:build_qwen2_5_vl_demo",
-    "qwen3_vl": "vlmrecipes.tiny_qwen:build_qwen3_vl",
-    "qwen2_5_omni": "vlmrecipes.tiny_qwen:build_qwen2_5_omni",
-    "siglip_qwen": "vlmrecipes.plugins.siglip_qwen:build_tiny",
-    "multiway": "vlmrecipes.plugins.build_multiway:build_tiny",
+from vlmrecipes.plugins.architecture import TinyBuilder
+from vlmrecipes.plugins.architectures import ARCHITECTURES
+
+TINY_KINDS: dict[str, TinyBuilder] = {
+    kind: builder
+    for arch in ARCHITECTURES
+    for kind, builder in {arch.name: arch.tiny, **arch.tiny_variants}.items()
 }
-
-
-def register_tiny_kind(kind: str, builder: str) -> None:
-    TINY_KINDS[kind] = builder
 
 
 def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}; choose one of: {', '.join(TINY_KINDS)}")
-    module, _, fn = TINY_KINDS[kind].partition(":")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return getattr(importlib.import_module(module), fn)(out, seed)
+    return TINY_KINDS[kind](out, seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

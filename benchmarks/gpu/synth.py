@@ -31,7 +31,7 @@ from pathlib import Path
 
 from vlmrecipes import realsize, recipes, smoke
 from vlmrecipes.data_converters.datasets import entry_for, register
-from vlmrecipes.tiny_qwen import QWEN2_5_OMNI_SPECIAL, QWEN2_5_SPECIAL, QWEN3_SPECIAL
+from vlmrecipes.plugins.qwen.tiny import QWEN2_5_OMNI_SPECIAL, QWEN2_5_SPECIAL, QWEN3_SPECIAL
 
 # <|endoftext|>: the first special token of every Qwen2 / 2.5 / 3 tokenizer, after 151,643 byte-level BPE tokens
 QWEN_FIRST_SPECIAL_ID = 151643

@@ -18,15 +18,11 @@ _FIELDS = {
     "n_shared_experts": int, "n_routed_experts": int, "num_experts_per_tok": int, "moe_intermediate_size": int,
     "router_aux_loss_coef": float,
 }
-# The tiny twin: the same block at test scale (2 shared/routed experts would not exercise top-k; use 4, k=2).
-TINY_MULTIWAY = dict(multiway_layers=[1], q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8, v_head_dim=8,
-                     n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                     router_aux_loss_coef=0.01)
 
 
 def multiway_config(base_config, **fields):
     """A MultiwayQwen2_5_VLConfig with the base Qwen2.5-VL config's values and the given Multiway fields."""
-    from vlmrecipes.plugins.configuration_multiway import MultiwayQwen2_5_VLConfig
+    from vlmrecipes.plugins.multiway.configuration_multiway import MultiwayQwen2_5_VLConfig
 
     if base_config.model_type != "qwen2_5_vl":
         raise ValueError(f"the base must be a Qwen2.5-VL checkpoint (model_type qwen2_5_vl), got "
@@ -40,7 +36,8 @@ def multiway_config(base_config, **fields):
 def convert(base_model, **fields):
     """The Multiway model holding `base_model`'s weights (same dtype); raises unless only Multiway keys are new."""
     import torch
-    from vlmrecipes.plugins.modeling_multiway import MultiwayQwen2_5_VLForConditionalGeneration
+
+    from vlmrecipes.plugins.multiway.modeling_multiway import MultiwayQwen2_5_VLForConditionalGeneration
 
     config = multiway_config(base_model.config, **fields)
     config._attn_implementation = base_model.config._attn_implementation
@@ -87,19 +84,12 @@ def build(base: str | Path, out: str | Path, check: bool = True, **fields) -> Pa
     return out
 
 
-def build_tiny(out_dir: Path, seed: int) -> Path:
-    """`vlmr tiny multiway`: the tiny Qwen2.5-VL twin converted by the same builder."""
-    from vlmrecipes.tiny import build_tiny as build_tiny_kind
-
-    base = build_tiny_kind("qwen2_5_vl", out_dir / "base", seed)
-    import torch
-
-    torch.manual_seed(seed)  # the new Multiway parameters are deterministic for a seed too
-    return build(base, out_dir, **TINY_MULTIWAY)
+# ------------------------------------------------------------------------------------------------------
+# vlmr build multiway
+# ------------------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Multiway Qwen2.5-VL from a Qwen2.5-VL checkpoint: shared latent attention + modality-routed MoE."""
     parser.add_argument("--base", required=True, help="Qwen2.5-VL hub id or directory, e.g. Qwen/Qwen2.5-VL-3B-Instruct")
     parser.add_argument("--out", required=True, help="output directory, e.g. saves/multiway_qwen2_5_vl_3b/init")
     parser.add_argument("--layers", help="comma-separated decoder layers that get a Multiway block "
@@ -110,12 +100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the new parameters' initialisation")
 
 
+def config_fields(args: argparse.Namespace) -> dict:
+    """The MultiwayQwen2_5_VLConfig fields of parsed `vlmr build multiway` flags (None: the config's default)."""
+    layers = [int(i) for i in args.layers.split(",")] if args.layers else None
+    return {"multiway_layers": layers, **{name: getattr(args, name) for name in _FIELDS}}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(args.seed)
-    layers = [int(i) for i in args.layers.split(",")] if args.layers else None
-    fields = {name: getattr(args, name) for name in _FIELDS}
-    out = build(args.base, args.out, check=not args.no_check, multiway_layers=layers, **fields)
+    out = build(args.base, args.out, check=not args.no_check, **config_fields(args))
     print(f"Multiway Qwen2.5-VL written to {out}")
     return 0

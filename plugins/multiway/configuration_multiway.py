@@ -95,7 +95,7 @@ class MultiwayQwen2_5_VLConfig(Qwen2_5_VLConfig):
 
 
 # Saved configs carry auto_map + this file (loadable with trust_remote_code=True). With the plugin installed,
-# AutoConfig finds the class through vlm-recipes' registry (plugins/registry.py) instead.
+# AutoConfig finds the class through the plugin (the record in __init__.py) instead.
 MultiwayQwen2_5_VLConfig.register_for_auto_class()
 
 __all__ = ["MultiwayQwen2_5_VLConfig"]

@@ -1,4 +1,5 @@
-"""Tiny random-weight twins of the Qwen vision-language families our recipes train.
+"""Tiny random-weight twins of the Qwen vision-language families our recipes train (and of the Qwen2.5 LM
+that the SigLIP+Qwen twin is assembled from).
 
 Each builder keeps the real architecture class (what LLaMA-Factory loads for the real checkpoint), shrinks
 every width and depth, and saves next to the weights a byte-level BPE tokenizer trained here with every
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"
+CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"  # as each family's tokenizer_config.json ships it
 
 # Special tokens of the Qwen2.5 / Qwen2.5-VL tokenizer (in their real order after the BPE vocabulary).
 QWEN2_5_SPECIAL = [
@@ -66,6 +67,11 @@ def train_tokenizer(special_tokens: list[str], named_tokens: dict[str, str] | No
     return qwen
 
 
+def chat_template(family: str) -> str:
+    """`chat_templates/<family>.jinja`: qwen2_5 (the text LM), qwen2_5_vl, qwen3_vl, qwen2_5_omni."""
+    return (CHAT_TEMPLATES / f"{family}.jinja").read_text()
+
+
 def _ids(tokenizer, *tokens: str) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in tokens]
 
@@ -91,9 +97,7 @@ def _save(model, tokenizer, processor, out_dir: Path, template: str) -> Path:
     model.generation_config.eos_token_id = _ids(tokenizer, "<|im_end|>", "<|endoftext|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
-    chat_template = (CHAT_TEMPLATES / f"{template}.jinja").read_text()
-    tokenizer.chat_template = chat_template
-    processor.chat_template = chat_template
+    tokenizer.chat_template = processor.chat_template = chat_template(template)
     processor.save_pretrained(out_dir)
     return out_dir
 
@@ -221,4 +225,30 @@ def build_qwen2_5_omni(out_dir: Path, seed: int = 0) -> Path:
     speakers = {name: {"cond": torch.zeros(8), "ref_mel": torch.zeros(4, 8), "bos_token": 0}
                 for name in ("Chelsie", "Ethan")}
     torch.save(speakers, out_dir / "spk_dict.pt")
+    return out_dir
+
+
+def build_qwen2_lm(out_dir: Path, seed: int = 0) -> Path:
+    """A 2-layer random Qwen2 LM (tied embeddings, as Qwen2.5-0.5B-Instruct) with a local BPE tokenizer and
+    Qwen2.5's ChatML (the LM of the SigLIP+Qwen twin).
+
+    Its vocabulary is exactly the tokenizer's, so adding `<image>` exercises the embedding resize.
+    """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = train_tokenizer(QWEN2_5_SPECIAL)
+    tokenizer.chat_template = chat_template("qwen2_5")
+    end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=end, pad_token_id=pad,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = [end, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config.pad_token_id = pad
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return out_dir

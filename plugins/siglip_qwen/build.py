@@ -10,7 +10,7 @@ with CLIP we keep LLaVA-1.5's choice (penultimate layer, CLS dropped: "default",
 The result is a plain checkpoint of classes that ship with transformers (config, model, `LlavaProcessor` with
 the tower's own image processor and the LLM's tokenizer): it loads with `AutoModelForImageTextToText` /
 `AutoProcessor` anywhere, and LLaMA-Factory trains it as its built-in composite model "llava" with the
-`siglip_qwen` template (plugins/registry.py).
+`siglip_qwen` template (the record in `__init__.py`).
 
     vlmr build siglip-qwen --vision google/siglip-base-patch16-224 --llm Qwen/Qwen2.5-0.5B-Instruct \
         --out models/siglip-qwen2.5-0.5b
@@ -19,7 +19,6 @@ the tower's own image processor and the LLM's tokenizer): it loads with `AutoMod
 from __future__ import annotations
 
 import argparse
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,89 +252,6 @@ def check(model_dir: str | Path) -> int:
             f"pixels, the model expects {config.image_seq_length} tokens of {size}x{size} images"
         )
     return count
-
-
-# ------------------------------------------------------------------------------------------------------
-# Tiny twin (tests): tiny random towers saved as checkpoints, assembled by the same `build`
-# ------------------------------------------------------------------------------------------------------
-
-# ChatML as Qwen2.5-Instruct formats it (default system prompt when the chat has none).
-QWEN2_5_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-TINY_IMAGE_SIZE = 32
-TINY_PATCH_SIZE = 8  # (32 / 8)^2 = 16 patches per image
-
-
-def tiny_vision(out_dir: Path, kind: str = "siglip", seed: int = 0) -> Path:
-    """A 2-layer random vision tower with its image processor, saved as a checkpoint.
-
-    kind: "siglip" (a SiglipVisionModel), "siglip_pair" (a whole SiglipModel, text tower included, the layout of
-    google/siglip-* on the Hub) or "clip" (a CLIPVisionModel).
-    """
-    import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, SiglipConfig, SiglipImageProcessor
-    from transformers import SiglipModel, SiglipVisionConfig, SiglipVisionModel
-
-    dims = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                image_size=TINY_IMAGE_SIZE, patch_size=TINY_PATCH_SIZE)
-    siglip_processor = SiglipImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
-    torch.manual_seed(seed)
-    if kind == "siglip":
-        model, processor = SiglipVisionModel(SiglipVisionConfig(**dims)), siglip_processor
-    elif kind == "siglip_pair":
-        text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=128)
-        model, processor = SiglipModel(SiglipConfig(text_config=text, vision_config=dims)), siglip_processor
-    elif kind == "clip":
-        model = CLIPVisionModel(CLIPVisionConfig(**dims, projection_dim=32))
-        processor = CLIPImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE},
-                                       crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
-    else:
-        raise ValueError(f"unknown tiny vision tower {kind!r}: use 'siglip', 'siglip_pair' or 'clip'")
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return out_dir
-
-
-def tiny_qwen2(out_dir: Path, seed: int = 0) -> Path:
-    """A 2-layer random Qwen2 LM (tied embeddings, as Qwen2.5-0.5B) with a local BPE tokenizer and ChatML.
-
-    Its vocabulary is exactly the tokenizer's, so adding `<image>` exercises the embedding resize.
-    """
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from vlmrecipes.tiny_qwen import QWEN2_5_SPECIAL, train_tokenizer
-
-    tokenizer = train_tokenizer(QWEN2_5_SPECIAL)
-    tokenizer.chat_template = QWEN2_5_CHAT_TEMPLATE
-    end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=end, pad_token_id=pad,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = [end, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-    model.generation_config.pad_token_id = pad
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
-def build_tiny(out_dir: Path, seed: int = 0, vision: str = "siglip") -> Path:
-    """`vlmr tiny siglip_qwen`: tiny SigLIP (or CLIP) + tiny Qwen2 checkpoints, assembled by `build`."""
-    with tempfile.TemporaryDirectory(prefix="vlmr-siglip-qwen-") as tmp:
-        tower = tiny_vision(Path(tmp) / vision, vision, seed)
-        llm = tiny_qwen2(Path(tmp) / "qwen2", seed)
-        return build(tower, llm, out_dir, seed)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ in one case and vaguely in another:
   with transformers' "Image features and image tokens do not match, tokens: 0, features: 2048" (elements,
   not tokens), which names neither the sample nor the cause.
 `SiglipQwenPlugin` checks both (the second in the collator, on the token ids after truncation) and says which
-sample and what to change. Registered as mm plugin "siglip_qwen" (plugins/registry.py).
+sample and what to change. Registered as mm plugin "siglip_qwen" by the record in __init__.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,13 @@
+"""The architectures our recipes train: one record each (`architecture.Architecture`), listed once here.
+
+A new architecture is a folder `plugins/<name>/` whose `__init__.py` defines its `ARCHITECTURE` record, plus its
+entry in the list below. The plugin's registrations (`registry`), `vlmr tiny`, the recipes' tiny twins
+(`vlmrecipes.recipes`) and `vlmr build` derive their tables from `ARCHITECTURES`.
+"""
+
+from __future__ import annotations
+
+from vlmrecipes.plugins import multiway, qwen, siglip_qwen
+from vlmrecipes.plugins.architecture import Architecture
+
+ARCHITECTURES: tuple[Architecture, ...] = (*qwen.ARCHITECTURES, siglip_qwen.ARCHITECTURE, multiway.ARCHITECTURE)
