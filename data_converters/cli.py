@@ -12,39 +12,38 @@ The split is registered in `<dataset-dir>/dataset_info.json` as `<name>_<split>`
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from tqdm import tqdm
 
+from vlmrecipes.data_converters import (
+    affectnet, ai_challenger, coco_captions, ct, fer2013, image_folder, llava, medtrinity, minimind,
+    pathvqa, slake, vqa_rad, vqav2,
+)
 from vlmrecipes.data_converters.datasets import entry_for, register
 from vlmrecipes.data_converters.readers import SourceError
 from vlmrecipes.data_converters.writer import StrictError, WriteOptions, write_split
 from vlmrecipes.paths import DATASET_DIR
 
-# source -> (module, one-line help)
-SOURCES: dict[str, tuple[str, str]] = {
-    "llava": ("vlmrecipes.data_converters.llava",
-              "LLaVA conversations: CC3M-595K chat.json, LLaVA-Instruct-150K, Chinese-LLaVA"),
-    "coco-captions": ("vlmrecipes.data_converters.coco_captions", "COCO 2017 captions (captions_<split>2017.json)"),
-    "vqav2": ("vlmrecipes.data_converters.vqav2", "VQAv2 questions + annotations, ten answers kept"),
-    "ai-challenger": ("vlmrecipes.data_converters.ai_challenger", "AI Challenger 2017 Chinese captions"),
-    "minimind-v": ("vlmrecipes.data_converters.minimind", "minimind-v pretrain/SFT (parquet, or legacy jsonl)"),
-    "medtrinity": ("vlmrecipes.data_converters.medtrinity", "MedTrinity-25M filtered by modality (CT)"),
-    "vqa-rad": ("vlmrecipes.data_converters.vqa_rad", "VQA-RAD, answer_type kept"),
-    "slake": ("vlmrecipes.data_converters.slake", "SLAKE, answer_type kept"),
-    "pathvqa": ("vlmrecipes.data_converters.pathvqa", "PathVQA (Hub parquet), answer_type kept"),
-    "affectnet": ("vlmrecipes.data_converters.affectnet", "AffectNet face crops, 8 (or 7) expression labels"),
-    "fer2013": ("vlmrecipes.data_converters.fer2013", "FER2013 48x48 pixel strings, 7 labels"),
-    "image-folder": ("vlmrecipes.data_converters.image_folder", "generic ROOT/<class>/<image> classifier"),
-    "ct": ("vlmrecipes.data_converters.ct", "CT volumes (DICOM series, NIfTI) to windowed, de-identified PNG slices"),
+# source -> (converter module, one-line help)
+SOURCES: dict[str, tuple[ModuleType, str]] = {
+    "llava": (llava, "LLaVA conversations: CC3M-595K chat.json, LLaVA-Instruct-150K, Chinese-LLaVA"),
+    "coco-captions": (coco_captions, "COCO 2017 captions (captions_<split>2017.json)"),
+    "vqav2": (vqav2, "VQAv2 questions + annotations, ten answers kept"),
+    "ai-challenger": (ai_challenger, "AI Challenger 2017 Chinese captions"),
+    "minimind-v": (minimind, "minimind-v pretrain/SFT (parquet, or legacy jsonl)"),
+    "medtrinity": (medtrinity, "MedTrinity-25M filtered by modality (CT)"),
+    "vqa-rad": (vqa_rad, "VQA-RAD, answer_type kept"),
+    "slake": (slake, "SLAKE, answer_type kept"),
+    "pathvqa": (pathvqa, "PathVQA (Hub parquet), answer_type kept"),
+    "affectnet": (affectnet, "AffectNet face crops, 8 (or 7) expression labels"),
+    "fer2013": (fer2013, "FER2013 48x48 pixel strings, 7 labels"),
+    "image-folder": (image_folder, "generic ROOT/<class>/<image> classifier"),
+    "ct": (ct, "CT volumes (DICOM series, NIfTI) to windowed, de-identified PNG slices"),
 }
-
-
-def register_source(name: str, module: str, help_text: str) -> None:
-    SOURCES[name] = (module, help_text)
 
 
 def _common_arguments() -> argparse.ArgumentParser:
@@ -72,9 +71,8 @@ def _common_arguments() -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common = _common_arguments()
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    for name, (module_name, help_text) in SOURCES.items():
+    for name, (module, help_text) in SOURCES.items():
         source_parser = sub.add_parser(name, help=help_text, parents=[common], description=help_text)
-        module = importlib.import_module(module_name)
         before = {a.dest for a in source_parser._actions}
         if hasattr(module, "add_arguments"):
             module.add_arguments(source_parser)
@@ -82,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(SOURCES[args.source][0])
+    module = SOURCES[args.source][0]
     name = args.name or module.DEFAULT_NAME
     dataset_dir = args.dataset_dir.resolve()
     out = (args.out or dataset_dir / name).resolve()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib
 import io
 import json
 import shutil
@@ -157,7 +156,7 @@ def _csv_bytes(table: Any) -> bytes:
 
 def check_conversion(source: str, input: Path, options: dict[str, Any] | None = None, split: str = "train") -> None:
     """Convert in-process; only SourceError may escape, and every written record must validate."""
-    module = importlib.import_module(SOURCES[source][0])
+    module = SOURCES[source][0]
     out = Path(tempfile.mkdtemp(prefix="fuzz-out-"))
     try:
         records = module.iter_records(input, images=None, seed=0, split=split, **(options or {}))

@@ -189,7 +189,7 @@ def _assert_not_blank(screenshot: Path) -> None:
 
 def test_siglip_model_fills_its_template_and_dataset_dir_lists_ours(page: Page, tmp_path: Path) -> None:
     """The user path of issue 4: pick our SigLIP model, point the data dir at ours, see our datasets."""
-    assert SIGLIP_MODEL in MODEL_GROUPS, f"{SIGLIP_MODEL} is no longer in plugins/siglip_qwen/__init__.py (model_groups)"
+    assert SIGLIP_MODEL in MODEL_GROUPS, f"{SIGLIP_MODEL} left the model_groups of plugins/siglip_qwen/__init__.py"
     hub_id, template = MODEL_GROUPS[SIGLIP_MODEL]
     assert template == "siglip_qwen"
     _expect_model_fills(page, SIGLIP_MODEL, hub_id, template)

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vlmrecipes.demo", "train a tiny VLM on synthetic shapes on the CPU; accuracy before/after"),
     "realsize": ("vlmrecipes.realsize", "a training recipe's real-size model on the meta device: parameters, freezing, LoRA"),
     "plan": ("vlmrecipes.plan", "predicted peak GPU memory per device of a training recipe, and whether it fits"),
-    "build": ("vlmrecipes.build", "assemble a custom architecture (siglip-qwen, multiway) from checkpoints"),
+    "build": ("vlmrecipes.build", "assemble a custom architecture from pretrained checkpoints (see its --help)"),
     "convert": ("vlmrecipes.data_converters.cli", "convert a raw public dataset to a registered ShareGPT dataset"),
     "validate": ("vlmrecipes.data_converters.validate", "check a dataset as LLaMA-Factory will see it"),
     "stats": ("vlmrecipes.data_converters.validate", "token-length distribution of a recipe's dataset"),
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
+    # By name, only the one subcommand's module: importing all of them (numpy, yaml, the converters, ...) would
+    # add ~0.4 s to every `vlmr` call.
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"vlmr {name}", description=help_text)
     add = getattr(module, f"add_{name.replace('-', '_')}_arguments", None) or module.add_arguments

@@ -74,7 +74,8 @@ def check() -> tuple[dict[str, list[str]], list[str]]:
     elif not _autoload.is_active():
         problems.append(f"autoload hook is not active in {sys.executable}: {FIX}")
 
-    # Importing these fires the hook (when active); then check that each entry really landed.
+    # Importing these fires the hook (when active); then check that each entry really landed. By name: the probe
+    # is "import each module the hook watches", whatever the registry lists.
     for module in registry.HOOKS:
         importlib.import_module(module)
     from llamafactory.data.mm_plugin import PLUGINS
@@ -83,6 +84,7 @@ def check() -> tuple[dict[str, list[str]], list[str]]:
     from llamafactory.model.model_utils.visual import COMPOSITE_MODELS
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    # the patched modules by name, as the registry lists them
     patched = {m for m in registry.PATCHES if getattr(importlib.import_module(m), "_vlmr_patched", False)}
     landed = {
         "templates": TEMPLATES,

@@ -182,7 +182,7 @@ def build_hub_model(model_id: str) -> BuiltModel:
 
 
 def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
-    """`vlmr build multiway --base ...`: our Multiway class from the base's stored config (plugins/multiway/build.py's config)."""
+    """`vlmr build multiway --base ...`: our Multiway class from the base's stored config (as its builder makes it)."""
     from vlmrecipes.plugins.multiway.build import config_fields, multiway_config
 
     config = multiway_config(pretrained_config(args.base), **config_fields(args))

@@ -90,7 +90,8 @@ def build(base: str | Path, out: str | Path, check: bool = True, **fields) -> Pa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", required=True, help="Qwen2.5-VL hub id or directory, e.g. Qwen/Qwen2.5-VL-3B-Instruct")
+    parser.add_argument("--base", required=True,
+                        help="Qwen2.5-VL hub id or directory, e.g. Qwen/Qwen2.5-VL-3B-Instruct")
     parser.add_argument("--out", required=True, help="output directory, e.g. saves/multiway_qwen2_5_vl_3b/init")
     parser.add_argument("--layers", help="comma-separated decoder layers that get a Multiway block "
                                          "(default: every 8th from layer 1)")
