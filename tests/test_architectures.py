@@ -32,6 +32,10 @@ def test_the_list_holds_one_record_per_architecture_our_recipes_train():
 @pytest.mark.parametrize("arch", CUSTOM, ids=lambda arch: arch.name)
 def test_a_custom_architecture_lives_in_its_own_folder(arch):
     """Its tiny twin, build command, mm plugins and Auto classes are all defined under plugins/<name>/."""
+    # LLaMA-Factory's templates first, as in any real process: an mm plugin class imported before them would import
+    # LLaMA-Factory's data package from inside its own import, and the hook registering it would find it half-made.
+    import llamafactory.data.template  # noqa: F401
+
     folder = f"vlmrecipes.plugins.{arch.name}"
     functions = [arch.tiny, arch.build.add_arguments, arch.build.run]
     classes = [load() for load in arch.mm_plugins.values()]
