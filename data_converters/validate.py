@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from vlmrecipes import packing
 from vlmrecipes.data_converters.datasets import SHAREGPT_TAGS, DatasetError, DatasetFile, iter_rows, resolve
 from vlmrecipes.data_converters.images import HIGH_BIT_DEPTH_MODES, RESCALED_KEY, ImageError, classify, source_name
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN, check_messages
@@ -328,4 +329,7 @@ def run_stats(args: argparse.Namespace) -> int:
           + " ".join(f"p{q} {percentile(ordered, q)}" for q in (50, 90, 95, 99)) + f" max {ordered[-1]}")
     print(f"cutoff_len {cutoff}: {sum(n > cutoff for n in ordered)} records over; "
           f"recommended cutoff_len: {recommend_cutoff(ordered)}")
+    # what one epoch computes at the recipe's batch size, padded to each micro-batch's longest vs packed
+    for layout in packing.compare(lengths, recipe):
+        print(packing.describe(layout))
     return 0

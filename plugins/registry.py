@@ -43,6 +43,9 @@ register_patch("llamafactory.data.processor", "vlmrecipes.plugins.dataset_errors
 # without attention sinks, i.e. at the first forward of each `flash_attn: fa2` recipe (see plugins/flash_attention.py).
 register_patch("transformers.integrations.flash_attention",
                "vlmrecipes.plugins.flash_attention:patch_flash_attention_forward")
+# LLaMA-Factory 0.9.5's neat_packing of M-RoPE models crashes when cutoff_len is not a multiple of 8 or a batch has
+# no image, and refuses Qwen2.5-Omni: packed positions now cover the collated row (see plugins/packing.py).
+register_patch("llamafactory.data.collator", "vlmrecipes.plugins.packing:patch_packed_collator")
 
 
 # ------------------------------------------------------------------------------------------------------
