@@ -85,17 +85,19 @@ def measure(recipe_path: Path, samples: int) -> dict:
     plain, packed = packing.compare(lengths, recipe)
     if packed.rows != llamafactory_packs:
         raise AssertionError(f"{recipe_path}: {packed.rows} packs computed, LLaMA-Factory made {llamafactory_packs}")
+    batch_size, cutoff_len = int(recipe["per_device_train_batch_size"]), int(recipe["cutoff_len"])
     one_row = packing.compare(lengths, {**recipe, "per_device_train_batch_size": 1,
-                                        "cutoff_len": int(recipe["cutoff_len"]) * int(recipe["per_device_train_batch_size"])})[1]
+                                        "cutoff_len": batch_size * cutoff_len})[1]
     return {"recipe": str(recipe_path.relative_to(recipes.RECIPES_DIR.parent)), "samples": len(lengths),
-            "batch_size": int(recipe["per_device_train_batch_size"]), "cutoff_len": int(recipe["cutoff_len"]),
+            "batch_size": batch_size, "cutoff_len": cutoff_len,
             "lengths": {"min": min(lengths), "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1)},
             "unpacked": plain, "packed": packed, "packed_one_row": one_row}
 
 
 def table(rows: list[dict]) -> str:
     header = ("| recipe | batch x cutoff_len | sample tokens (min-max) | padding unpacked / packed / packed 1 row "
-              "| computed per useful token unpacked / packed / packed 1 row | steps per epoch unpacked / packed / 1 row |")
+              "| computed per useful token unpacked / packed / packed 1 row "
+              "| steps per epoch unpacked / packed / 1 row |")
     lines = [header, "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         layouts = (row["unpacked"], row["packed"], row["packed_one_row"])
@@ -109,8 +111,10 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipes", nargs="*", type=Path, help="training recipes (default: the CT, emotion and VQA ones)")
-    parser.add_argument("--samples", type=int, default=512, help="synthetic samples per recipe (split over its datasets)")
+    parser.add_argument("recipes", nargs="*", type=Path,
+                        help="training recipes (default: the CT, emotion and VQA ones)")
+    parser.add_argument("--samples", type=int, default=512,
+                        help="synthetic samples per recipe (split over its datasets)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     realsize.quiet_llamafactory()
