@@ -6,8 +6,8 @@ Raw format: one JSON array per split, English and Chinese questions mixed (`q_la
      "answer": "Abdomen", "q_lang": "en", "location": "Abdomen", "modality": "MRI", "answer_type": "OPEN",
      "base_type": "vqa", "content_type": "Position", "triple": ["vhead", "_", "_"], "qid": 0}
 
-Output: question -> answer with `answer_type` closed/open, `modality` and `q_lang` kept; `--lang` keeps one
-language (others are policy skips).
+Output: question -> answer with `answer_type` closed/open, `modality`, `content_type` and `q_lang` kept (the
+evaluator's breakdowns, and how it recognises SLAKE rows); `--lang` keeps one language (others are policy skips).
 """
 
 from __future__ import annotations
@@ -38,4 +38,6 @@ def iter_records(input: Path, *, images: Path | None, seed: int, split: str, lan
             continue
         name = raw["img_name"]
         yield medvqa_sample(record_id, ImageRef(images_dir / name, name), raw.get("question"), raw.get("answer"),
-                            raw.get("answer_type"), {"modality": raw.get("modality"), "q_lang": raw.get("q_lang")})
+                            raw.get("answer_type"), {"modality": raw.get("modality"),
+                                                     "content_type": raw.get("content_type"),
+                                                     "q_lang": raw.get("q_lang")})

@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from rapidfuzz.distance import Levenshtein
+
+from vlmrecipes.data_converters import affectnet, fer2013
 
 # ---------------------------------------------------------------------------------------------------------
 # thinking models
@@ -206,48 +209,6 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
 
 
 # ---------------------------------------------------------------------------------------------------------
-# medical VQA (LLaVA-Med's closed accuracy and open recall, matched on tokens)
-
-YES_NO = ("yes", "no")
-
-
-def medvqa_tokens(text: str) -> list[str]:
-    """VQA-normalised words of an answer (lower-case, punctuation, number words, articles)."""
-    return vqa_normalize(strip_thinking(text)).split()
-
-
-def _contains_run(tokens: Sequence[str], run: Sequence[str]) -> bool:
-    return any(list(tokens[i:i + len(run)]) == list(run) for i in range(len(tokens) - len(run) + 1))
-
-
-def medvqa_closed(prediction: str, label: str) -> float:
-    """Closed-ended hit, after LLaVA-Med's evaluation ("the prediction contains the ground truth"), made
-    token-level so that "no" does not match "normal" or "nodule":
-
-    - yes/no ground truth: the prediction's first "yes" or "no" word is its answer ("No, the lung is
-      normal" -> no); a prediction with neither word is a miss;
-    - other closed answers ("left", "right lung"): a hit if the answer's words appear as a contiguous run
-      of the prediction's words.
-    """
-    gt, pred = medvqa_tokens(label), medvqa_tokens(prediction)
-    if not gt:
-        raise ValueError(f"empty closed-ended ground truth {label!r}")
-    if len(gt) == 1 and gt[0] in YES_NO:
-        said = next((t for t in pred if t in YES_NO), None)
-        return float(said == gt[0])
-    return float(_contains_run(pred, gt))
-
-
-def medvqa_open_recall(prediction: str, label: str) -> float:
-    """Open-ended recall as LLaVA-Med computes it: the share of the ground truth's distinct words found
-    among the prediction's words (whole words after VQA normalisation, not substrings)."""
-    gt, pred = set(medvqa_tokens(label)), set(medvqa_tokens(prediction))
-    if not gt:
-        raise ValueError(f"empty open-ended ground truth {label!r}")
-    return len(gt & pred) / len(gt)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # emotion labels
 
 # Surface forms of each basic expression (Ekman's six, neutral, and AffectNet's contempt). A label set's
@@ -265,6 +226,31 @@ EMOTION_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 _EMOTION_CONCEPT = {form: concept for concept, forms in EMOTION_SYNONYMS.items() for form in forms}
 UNMAPPED = "<unmapped>"
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A published facial-expression label set: its name in papers, its classes in the dataset's code order."""
+
+    title: str
+    labels: tuple[str, ...]
+    source: str
+
+
+# The sets facial-expression results are reported on; AffectNet and FER2013 as our converters write them.
+EMOTION_LABEL_SETS: dict[str, LabelSet] = {
+    "affectnet8": LabelSet("AffectNet-8", affectnet.LABELS, "AffectNet expression codes 0-7 (Mollahosseini et al. 2017)"),
+    "affectnet7": LabelSet("AffectNet-7", affectnet.LABELS[:7], "AffectNet codes 0-6, contempt dropped"),
+    "rafdb": LabelSet("RAF-DB (basic)", ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),
+                      "RAF-DB EmoLabel codes 1-7 (Li et al. 2017)"),
+    "fer2013": LabelSet("FER2013", fer2013.LABELS, "FER2013 emotion codes 0-6 (Goodfellow et al. 2013)"),
+}
+
+
+def label_set_of(labels: Sequence[str]) -> LabelSet | None:
+    """The published set whose class names are exactly `labels` (any order and case), else None."""
+    names = {_phrase(label) for label in labels}
+    return next((s for s in EMOTION_LABEL_SETS.values() if set(s.labels) == names), None)
 
 
 def _words(text: str) -> list[str]:
@@ -313,7 +299,7 @@ def gold_classes(golds: Sequence[str]) -> dict[str, str]:
 
 
 def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 over `labels` and per-class precision/recall/F1/support, by scikit-learn
+    """Accuracy, macro-F1 and weighted F1 over `labels` and per-class precision/recall/F1/support, by scikit-learn
     (`accuracy_score`, `precision_recall_fscore_support`); a prediction outside `labels` (UNMAPPED) counts
     as wrong for its gold class and is a class of no one's precision."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -323,6 +309,8 @@ def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels:
     return {
         "accuracy": float(accuracy_score(gold, predicted)),
         "macro_f1": float(f1.mean()) if len(labels) else 0.0,
+        # F1 of each class weighted by its gold support (sklearn's average="weighted")
+        "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else 0.0,
         "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
     }

@@ -106,6 +106,13 @@ def metric_bars(task: str, title: str, result: TaskResult, out: Path) -> list[Pa
     return [bar_chart({k: v or 0.0 for k, v in result.metrics.items()}, out / f"{task}_metrics.png", title)]
 
 
+def convention_bars(task: str, title: str, result: TaskResult, out: Path) -> list[Path]:
+    """Open, closed and overall score under each scoring convention, side by side."""
+    table = {name: {part: row[part] or 0.0 for part in ("open", "closed", "all")}
+             for name, row in result.details["conventions"].items()}
+    return [grouped_bars(table, out / f"{task}_conventions.png", f"{title}: one model, four scoring conventions")]
+
+
 def answer_type_bars(task: str, title: str, result: TaskResult, out: Path) -> list[Path]:
     """VQA accuracy per answer type (yes/no, number, other)."""
     by_type = {g: v["score"] or 0.0 for g, v in result.details["vqa_accuracy_by_answer_type"].items()}

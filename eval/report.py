@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from tabulate import tabulate
 
 from vlmrecipes.eval.data import join_dataset, load_predictions
+from vlmrecipes.eval.metrics import EMOTION_LABEL_SETS
 from vlmrecipes.eval.plots import grouped_bars
 from vlmrecipes.eval.scoring import TaskResult
 from vlmrecipes.eval.tasks import TASKS, help_lines, labels_help
@@ -155,24 +156,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default: eval_<task> next to the predictions)")
     parser.add_argument("--dataset", help="the predicted dataset (JSONL or dataset_info name): extra fields by line")
     parser.add_argument("--labels", nargs="+", help=labels_help())
+    parser.add_argument("--label-set", choices=EMOTION_LABEL_SETS,
+                        help="emotion: a published label set instead of --labels: "
+                             + "; ".join(f"{k}: {s.title} ({', '.join(s.labels)})" for k, s in EMOTION_LABEL_SETS.items()))
     parser.add_argument("--name", help="run name shown in the report (default: the predictions' folder)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
                         help="report folders/report.json files (or prediction files with --task) side by side")
     parser.add_argument("--names", nargs="+", help="with --compare: one name per run")
 
 
+def _labels(args: argparse.Namespace) -> list[str] | None:
+    """--labels, or the classes of --label-set (not both)."""
+    if args.label_set and args.labels:
+        raise ValueError("give --labels or --label-set, not both")
+    return list(EMOTION_LABEL_SETS[args.label_set].labels) if args.label_set else args.labels
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         if args.compare:
             out = args.out or Path("eval_compare")
-            compare(args.compare, out, args.task, args.names, args.labels)
+            compare(args.compare, out, args.task, args.names, _labels(args))
             print((out / "compare.md").read_text())
             return 0
         if not args.predictions or not args.task:
             print("vlmr eval: give PREDICTIONS and --task, or --compare RUN RUN...", file=sys.stderr)
             return 2
         out = args.out or args.predictions.parent / f"eval_{args.task}"
-        report = evaluate(args.predictions, args.task, out, args.labels, args.dataset, args.name)
+        report = evaluate(args.predictions, args.task, out, _labels(args), args.dataset, args.name)
     except (ValueError, OSError) as e:  # bad input (file:line and the fix), missing or unreadable file
         print(f"vlmr eval: {e}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from vlmrecipes.eval import medvqa as MV
 from vlmrecipes.eval import metrics as M
 
 
@@ -37,11 +38,16 @@ class TaskResult:
     confusion: Confusion | None = None
 
 
+def _members(groups: Sequence[str]) -> dict[str, list[int]]:
+    """The row indices of each group, groups sorted."""
+    out: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        out.setdefault(group, []).append(i)
+    return dict(sorted(out.items()))
+
+
 def _by_group(scores: Sequence[float], groups: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
-    out: dict[str, list[float]] = {}
-    for score, group in zip(scores, groups):
-        out.setdefault(group, []).append(score)
-    return {g: {"score": M.mean(v), "count": len(v)} for g, v in sorted(out.items())}
+    return {g: {"score": M.mean(scores[i] for i in rows), "count": len(rows)} for g, rows in _members(groups).items()}
 
 
 def score_vqa(rows: list[dict]) -> TaskResult:
@@ -80,21 +86,95 @@ def score_caption(rows: list[dict]) -> TaskResult:
     return result
 
 
+# fields a medical VQA dataset carries that a report breaks scores down by (VQA-RAD question_type; SLAKE
+# modality, content_type, q_lang; every converted set answer_type, PathVQA's being yes/no -> closed)
+MEDVQA_BREAKDOWNS = ("answer_type", "question_type", "modality", "content_type", "q_lang")
+
+
+def _answer_kind(row: dict) -> str:
+    kind = str(row.get("answer_type") or "").strip().lower()
+    if kind in ("closed", "open"):
+        return kind
+    return "closed" if row["label"].strip().lower().strip(".") in MV.YES_NO else "open"
+
+
 def score_medvqa(rows: list[dict]) -> TaskResult:
-    kinds = []
-    for r in rows:
-        kind = str(r.get("answer_type") or "").strip().lower()
-        if kind not in ("closed", "open"):
-            kind = "closed" if r["label"].strip().lower().strip(".") in M.YES_NO else "open"
-        kinds.append(kind)
-    scores = [M.medvqa_closed(r["predict"], r["label"]) if k == "closed" else M.medvqa_open_recall(r["predict"], r["label"])
-              for r, k in zip(rows, kinds)]
-    closed = [s for s, k in zip(scores, kinds) if k == "closed"]
-    open_ = [s for s, k in zip(scores, kinds) if k == "open"]
-    open_em = [M.exact_match(r["predict"], r["label"]) for r, k in zip(rows, kinds) if k == "open"]
-    return TaskResult({"closed_accuracy": M.mean(closed), "open_recall": M.mean(open_),
-                       "open_exact_match": M.mean(open_em)},
-                      {"closed_count": len(closed), "open_count": len(open_)}, scores)
+    """The three published conventions and our strict one side by side (definitions in eval/medvqa.py).
+
+    Open/closed comes from `answer_type` (closed/open; missing -> yes/no answers are closed), except for
+    MedEvalKit, which decides it per dataset as its own code does. LLaVA-Med's closed misses that its script
+    leaves uncounted are counted as misses here; a note gives the number its script would print.
+    """
+    kinds = [_answer_kind(r) for r in rows]
+    llava_closed = {i: MV.llava_med_closed(r["predict"], r["label"]) for i, (r, k) in enumerate(zip(rows, kinds))
+                    if k == "closed"}
+    per_row: dict[str, list[float]] = {"llava_med": [], "medevalkit": [], "lmms_eval": [], "strict": []}
+    medevalkit_kinds = []
+    for i, (r, kind) in enumerate(zip(rows, kinds)):
+        if kind == "closed":
+            per_row["llava_med"].append(llava_closed[i] or 0.0)
+            per_row["strict"].append(MV.strict_closed(r["predict"], r["label"]))
+        else:
+            per_row["llava_med"].append(MV.llava_med_open_recall(r["predict"], r["label"]))
+            per_row["strict"].append(MV.strict_open_recall(r["predict"], r["label"]))
+        mek_kind, hit = MV.medevalkit_score(r["predict"], r["label"], kind, MV.benchmark_of(r))
+        medevalkit_kinds.append(mek_kind)
+        per_row["medevalkit"].append(hit)
+        per_row["lmms_eval"].append(MV.lmms_eval_exact(r["predict"], r["label"]))
+    strict_em = [MV.strict_open_exact(r["predict"], r["label"]) for r, k in zip(rows, kinds) if k == "open"]
+
+    def part(name: str, kind: str, row_kinds: Sequence[str] = kinds) -> float | None:
+        return M.mean(s for s, k in zip(per_row[name], row_kinds) if k == kind)
+
+    metrics = {
+        "llava_med.open_recall": part("llava_med", "open"),
+        "llava_med.closed_accuracy": part("llava_med", "closed"),
+        "medevalkit.accuracy": M.mean(per_row["medevalkit"]),
+        "medevalkit.open_exact_match": part("medevalkit", "open", medevalkit_kinds),
+        "medevalkit.closed_accuracy": part("medevalkit", "closed", medevalkit_kinds),
+        "lmms_eval.accuracy": M.mean(per_row["lmms_eval"]),
+        "lmms_eval.open_accuracy": part("lmms_eval", "open"),
+        "lmms_eval.closed_accuracy": part("lmms_eval", "closed"),
+        "strict.open_recall": part("strict", "open"),
+        "strict.open_exact_match": M.mean(strict_em),
+        "strict.closed_accuracy": part("strict", "closed"),
+    }
+    conventions = {}
+    for name, convention in MV.CONVENTIONS.items():
+        row_kinds = medevalkit_kinds if name == "medevalkit" else kinds
+        conventions[convention.title] = {
+            "open": part(name, "open", row_kinds), "closed": part(name, "closed", row_kinds),
+            "all": M.mean(per_row[name]), "open_count": row_kinds.count("open"),
+            "closed_count": row_kinds.count("closed"), "open_metric": convention.open,
+            "closed_metric": convention.closed, "source": convention.source}
+    details: dict[str, Any] = {"conventions": conventions}
+    for field_name in MEDVQA_BREAKDOWNS:
+        if field_name == "answer_type":
+            groups = kinds
+        elif any(r.get(field_name) not in (None, "") for r in rows):
+            groups = [str(r.get(field_name) or "unknown").strip() for r in rows]
+        else:
+            continue
+        details[f"by_{field_name}"] = {
+            group: {"count": len(members), **{MV.CONVENTIONS[name].title: M.mean(per_row[name][i] for i in members)
+                                              for name in per_row}}
+            for group, members in _members(groups).items()}
+    result = TaskResult(metrics, details, per_row["strict"])
+    uncounted = sum(v is None for v in llava_closed.values())
+    if uncounted:
+        as_printed = M.mean(v for v in llava_closed.values() if v is not None)
+        result.notes.append(
+            f"LLaVA-Med closed accuracy counts {uncounted} misses whose reply contains \"yes\"/\"no\" as a substring; "
+            f"its own run_eval.py leaves them out and would print {_percent(as_printed)}")
+    if "slake" in {MV.benchmark_of(r) for r in rows}:
+        result.notes.append("MedEvalKit: SLAKE rules applied (rows carry SLAKE's q_lang/content_type): open/closed "
+                            "from answer_type, closed non-yes/no answers by exact match; its SLAKE number also "
+                            "includes the Chinese questions (convert with --lang all to match it)")
+    return result
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _classification(rows: list[dict], gold: list[str], predicted: list[str | None],
@@ -103,7 +183,7 @@ def _classification(rows: list[dict], gold: list[str], predicted: list[str | Non
     pred = [p if p is not None else M.UNMAPPED for p in predicted]
     scores = M.classification_scores(gold, pred, labels)
     return TaskResult({"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
-                       "unmapped_rate": unmapped / len(rows)},
+                       "weighted_f1": scores["weighted_f1"], "unmapped_rate": unmapped / len(rows)},
                       {"labels": list(labels), "unmapped": unmapped, "per_class": scores["per_class"],
                        "gold_counts": M.count(gold), "predicted_counts": M.count(pred)},
                       [float(g == p) for g, p in zip(gold, pred)],
@@ -129,7 +209,13 @@ def score_emotion(rows: list[dict], labels: Sequence[str] | None = None) -> Task
     for r, g in zip(rows, gold):
         if g is None:
             raise ValueError(f"{_where(r)}: gold label {r['label']!r} {problem}")
-    return _classification(rows, gold, [M.map_label(r["predict"], labels) for r in rows], labels)
+    result = _classification(rows, gold, [M.map_label(r["predict"], labels) for r in rows], labels)
+    label_set = M.label_set_of(labels)
+    result.details["label_set"] = label_set.title if label_set else None
+    result.notes.append(f"label set: {label_set.title} ({label_set.source})" if label_set else
+                        f"label set: {len(labels)} classes ({', '.join(labels)}), none of the published sets "
+                        f"({', '.join(s.title for s in M.EMOTION_LABEL_SETS.values())}); --label-set names one")
+    return result
 
 
 def score_choice(rows: list[dict], letters: Sequence[str] | None = None) -> TaskResult:

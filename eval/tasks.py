@@ -49,14 +49,18 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          "BLEU-4, ROUGE-L, CIDEr-D against `references` (else all labels of the same `image_id`, else the label); "
          "Chinese through jieba.",
          scoring.score_caption, plots.metric_bars),
-    Task("medvqa", "Medical VQA (LLaVA-Med scoring)",
-         "LLaVA-Med closed accuracy and open recall (token-level), split by `answer_type` (closed/open; missing -> "
-         "yes/no answers are closed).",
-         scoring.score_medvqa, plots.metric_bars),
+    Task("medvqa", "Medical VQA",
+         "the published conventions side by side, each named with its source: LLaVA-Med (open token recall, "
+         "closed yes/no substring accuracy), MedEvalKit (closed: exactly one of yes/no; open: exact match), "
+         "lmms-eval SLAKE (normalised exact match, yes/no synonyms), and our strict whole-word variant; open/closed "
+         "from `answer_type` (missing -> yes/no answers are closed); broken down by `answer_type`, VQA-RAD "
+         "`question_type`, SLAKE `modality`/`content_type`/`q_lang` where rows carry them.",
+         scoring.score_medvqa, plots.convention_bars),
     Task("emotion", "emotion",
-         "accuracy, macro-F1, per-class precision/recall, confusion matrix; labels from `--labels` or the gold "
-         "`label`s, normalised as answers are (case, punctuation, synonyms: \"Happy\", \"HAPPY.\" and \"Happiness\" "
-         "are one class); unmapped answers counted.",
+         "accuracy, macro-F1, weighted F1, per-class precision/recall, confusion matrix; labels from `--labels`, "
+         "`--label-set` (AffectNet-8/7, RAF-DB, FER2013) or the gold `label`s, normalised as answers are (case, "
+         "punctuation, synonyms: \"Happy\", \"HAPPY.\" and \"Happiness\" are one class); the published set "
+         "the labels match is named; unmapped answers counted.",
          scoring.score_emotion, plots.classification_charts, labels="the label set"),
     Task("choice", "choice",
          "option-letter accuracy (letters extracted from answer and label; `options` used when present).",

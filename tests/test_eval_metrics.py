@@ -99,28 +99,6 @@ def test_chinese_captions_use_jieba_words() -> None:
     assert 0 < scores["bleu4"] < 1 and scores["rouge_l"] == pytest.approx(4 / 5)
 
 
-# --- medical VQA -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("prediction, label, hit", [
-    ("normal", "no", 0.0),                          # "no" in "normal" is a substring, not an answer
-    ("No nodule is seen.", "no", 1.0),
-    ("No, the lung is normal", "no", 1.0),
-    ("Yes, there is a lesion.", "yes", 1.0),
-    ("yes", "no", 0.0),
-    ("I cannot tell", "yes", 0.0),
-    ("It is in the left lung", "left lung", 1.0),   # the answer's words as a run of the prediction's words
-    ("the lung on the left", "left lung", 0.0),
-])
-def test_medvqa_closed(prediction: str, label: str, hit: float) -> None:
-    assert M.medvqa_closed(prediction, label) == hit
-
-
-def test_medvqa_open_recall() -> None:
-    assert M.medvqa_open_recall("the left side of the lung", "left lung") == 1.0
-    assert M.medvqa_open_recall("right lung", "left lung") == 0.5       # 1 of 2 words
-    assert M.medvqa_open_recall("abnormal", "normal") == 0.0            # words, not substrings
-    assert M.medvqa_open_recall("Two lesions", "2 lesions") == 1.0      # VQA normalisation
-
-
 # --- emotion ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, label", [
     ("happy", "Happy"), ("HAPPINESS.", "Happy"), ("The person looks joyful.", "Happy"),
@@ -140,6 +118,8 @@ def test_classification_scores_by_hand() -> None:
     assert s["per_class"]["happy"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
     assert s["per_class"]["sad"]["precision"] == 0.5
     assert s["macro_f1"] == pytest.approx(4 / 9)
+    # weighted by gold support 2/1/1: (2 * 2/3 + 1 * 2/3 + 1 * 0) / 4 = 1/2
+    assert s["weighted_f1"] == pytest.approx(1 / 2)
 
 
 # --- multiple choice -------------------------------------------------------------------------------------

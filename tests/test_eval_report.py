@@ -105,7 +105,8 @@ def test_medvqa_caption_choice_reports(tmp_path):
     med = evaluate(_jsonl(tmp_path / "m.jsonl", [
         {**_pred("normal", "no"), "answer_type": "CLOSED"}, _pred("Yes.", "yes"), _pred("left lung", "left kidney")]),
         "medvqa", tmp_path / "m")
-    assert med["metrics"]["closed_accuracy"] == 0.5 and med["metrics"]["open_recall"] == 0.5
+    assert med["metrics"]["strict.closed_accuracy"] == 0.5 and med["metrics"]["strict.open_recall"] == 0.5
+    assert med["metrics"]["llava_med.closed_accuracy"] == 1.0  # "no" is a substring of "normal" there
     cap = evaluate(_jsonl(tmp_path / "c.jsonl", [
         {**_pred("a red square", "a red square"), "image_id": 1}, {**_pred("ignored", "red box"), "image_id": 1},
         {**_pred("blue circle", "a blue circle"), "image_id": 2}]), "caption", tmp_path / "c")
