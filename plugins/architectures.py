@@ -1,8 +1,9 @@
 """The architectures our recipes train: one record each (`architecture.Architecture`), listed once here.
 
 A new architecture is a folder `plugins/<name>/` whose `__init__.py` defines its `ARCHITECTURE` record, plus its
-entry in the list below. The plugin's registrations (`registry`), `vlmr tiny`, the recipes' tiny twins
-(`vlmrecipes.recipes`) and `vlmr build` derive their tables from `ARCHITECTURES`.
+entry below (the import and the tuple) and its package in pyproject.toml's `packages` (a test names it if
+missing). The plugin's registrations (`registry`), `vlmr tiny`, the recipes' tiny twins (`vlmrecipes.recipes`)
+and `vlmr build` derive their tables from `ARCHITECTURES`.
 """
 
 from __future__ import annotations
