@@ -46,6 +46,11 @@ register_patch("transformers.integrations.flash_attention",
 # LLaMA-Factory 0.9.5's neat_packing of M-RoPE models crashes when cutoff_len is not a multiple of 8 or a batch has
 # no image, and refuses Qwen2.5-Omni: packed positions now cover the collated row (see plugins/packing.py).
 register_patch("llamafactory.data.collator", "vlmrecipes.plugins.packing:patch_packed_collator")
+# LLaMA-Factory 0.9.5 evaluates only the loss during training and rejects unknown recipe keys: `vlmr_eval_task`
+# makes every evaluation also generate answers and log the task metric (see plugins/train_metrics.py).
+register_patch("llamafactory.hparams.parser", "vlmrecipes.plugins.train_metrics:patch_train_parser")
+register_patch("llamafactory.train.sft.workflow", "vlmrecipes.plugins.train_metrics:patch_sft_trainer")
+register_patch("llamafactory.train.callbacks", "vlmrecipes.plugins.train_metrics:patch_log_callback")
 
 
 # ------------------------------------------------------------------------------------------------------
