@@ -6,7 +6,7 @@ Usage is Training | PublicTest | PrivateTest:
     emotion,pixels,Usage
     0,70 80 82 72 58 58 60 63 54 58 60 48 89 115 121 ... (2304 values),Training
 
-Output: a closed-set question over the 7 labels, `label` kept. `--split train|val|test` selects Training |
+Output: a closed-set question over the 7 labels, `label` kept. `--split train|validation|test` selects Training |
 PublicTest | PrivateTest (the usual protocol: validate on PublicTest, report PrivateTest).
 """
 
@@ -21,14 +21,15 @@ from vlmrecipes.data_converters.tasks import classification_sample
 
 DEFAULT_NAME = "fer2013"
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+# our split name -> the Usage value of its rows (data_converters/splits.py)
+SOURCE_SPLITS = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
 SIDE = 48
 
 
 def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> Iterator[Record]:
     from PIL import Image
 
-    usage = USAGE.get(split, split)
+    usage = SOURCE_SPLITS[split]
     for lineno, row in iter_csv(input, ("emotion", "pixels", "Usage")):
         record_id = f"{input.name}:{lineno}"
         if isinstance(row, ValueError):

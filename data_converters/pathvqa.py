@@ -18,10 +18,12 @@ from vlmrecipes.data_converters.schema import MISSING_IMAGE, ImageRef, Record, S
 from vlmrecipes.data_converters.tasks import medvqa_sample
 
 DEFAULT_NAME = "pathvqa"
+# our split name -> the Hub shard prefix `data/<prefix>-*.parquet` (data_converters/splits.py)
+SOURCE_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 
 
 def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> Iterator[Record]:
-    shards = sorted(input.glob(f"{split}-*.parquet")) if input.is_dir() else [input]
+    shards = sorted(input.glob(f"{SOURCE_SPLITS[split]}-*.parquet")) if input.is_dir() else [input]
     for shard in shards:
         for index, row in iter_parquet(shard, ["image", "question", "answer"]):
             record_id = f"{shard.stem}-{index}"

@@ -7,7 +7,7 @@ test_para), the rest are training questions:
      "question_type": "PRES", "question": "Are regions of the brain infarcted?", "phrase_type": "freeform"}
 
 Output: question -> answer, `answer_type` closed/open and `question_type` kept for the evaluator.
-`--split test` selects the test questions, any other split the training ones.
+`--split test` selects the test questions, `--split train` the training ones (VQA-RAD has no validation split).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from vlmrecipes.data_converters.schema import FILTERED, MALFORMED, ImageRef, Rec
 from vlmrecipes.data_converters.tasks import medvqa_sample
 
 DEFAULT_NAME = "vqa_rad"
+# the splits the source has (data_converters/splits.py): test = phrase_type test_*, train = the other questions
+SOURCE_SPLITS = {"train": "train", "test": "test"}
 
 
 def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> Iterator[Record]:

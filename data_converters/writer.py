@@ -15,6 +15,8 @@ Contract (issue 3):
 - Skip report: `<split>.skipped.json` lists every record not emitted with its reason and detail; counts per
   reason are returned (and printed by the CLI). `strict=True` raises `StrictError` at the first skip that is
   not a policy skip (`schema.POLICY_REASONS`).
+- Never empty: a split with no record left (a wrong split name, a filter that matches nothing) raises
+  `EmptySplitError` and commits nothing, so no empty dataset is ever registered or replaces a previous output.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ JPEG_QUALITY = 95  # re-encoding a JPEG (resize, rotation, CMYK): visually lossl
 
 class StrictError(Exception):
     """`--strict`: the first record that would have been skipped."""
+
+
+class EmptySplitError(Exception):
+    """No record survived: nothing is committed (a previous output stays), the message counts the skips by reason
+    with one example each."""
 
 
 @dataclass
@@ -96,6 +103,7 @@ class SplitReport:
     skipped_file: Path
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # skip reason -> the detail of its first record
     leftovers: tuple[int, int] = (0, 0)  # (files, bytes) an interrupted earlier run left, removed first
 
     def summary(self) -> str:
@@ -315,11 +323,17 @@ def write_split(records: Iterable[Record], opts: WriteOptions) -> SplitReport:
                     if opts.strict and record.reason not in POLICY_REASONS:
                         raise StrictError(f"{opts.source}: record {record.id!r}: {record.reason}: {record.detail}")
                     report.skipped[record.reason] += 1
+                    report.examples.setdefault(record.reason, record.detail)
                     skips.add(record)
                 else:
                     sink.add(record)
                     media.use(record)
                     report.written += 1
+            if not report.written:
+                reasons = "; ".join(f"{reason}: {count}, e.g. {report.examples[reason]}"
+                                    for reason, count in sorted(report.skipped.items()))
+                raise EmptySplitError(f"{opts.source}: 0 records for split {opts.split!r}"
+                                      + (f" ({reasons})" if reasons else " (the input holds none)"))
             sink.finish()
             committed = True
             skips.finish(report.skipped, report.written)

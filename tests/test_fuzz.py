@@ -38,7 +38,7 @@ from PIL import Image
 from vlmrecipes.data_converters.cli import SOURCES
 from vlmrecipes.data_converters.readers import SourceError
 from vlmrecipes.data_converters.validate import DatasetFile, validate
-from vlmrecipes.data_converters.writer import WriteOptions, write_split
+from vlmrecipes.data_converters.writer import EmptySplitError, WriteOptions, write_split
 
 EXAMPLES = 60
 TRIED: Counter = Counter()  # examples run per fuzz target, printed at the end (pytest -s)
@@ -155,14 +155,14 @@ def _csv_bytes(table: Any) -> bytes:
 
 
 def check_conversion(source: str, input: Path, options: dict[str, Any] | None = None, split: str = "train") -> None:
-    """Convert in-process; only SourceError may escape, and every written record must validate."""
+    """Convert in-process; only SourceError or EmptySplitError may escape; every written record must validate."""
     module = SOURCES[source][0]
     out = Path(tempfile.mkdtemp(prefix="fuzz-out-"))
     try:
         records = module.iter_records(input, images=None, seed=0, split=split, **(options or {}))
         try:
             report = write_split(records, WriteOptions(out_dir=out, split=split, source=f"{source}:{input}"))
-        except SourceError as exc:
+        except (SourceError, EmptySplitError) as exc:  # an unusable input, or no record left: nothing written
             message = str(exc)
             assert str(input.parent) in message or input.name in message, message
             assert not (out / f"{split}.jsonl").exists()
