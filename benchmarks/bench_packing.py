@@ -2,15 +2,15 @@
 
     python benchmarks/bench_packing.py [--samples 512] [--json out.json] [RECIPE ...]
 
-For each training recipe of the three tasks (or the ones named), the recipe's own datasets are synthesized in the
-shape our converters write them (`benchmarks/gpu/synth.py` `DATASET_SHAPES`: each dataset's image size and mode,
-prompt and answer lengths in tokens, with their sources) and tokenized by LLaMA-Factory's own data pipeline
-(`get_dataset`: load, align, `SupervisedDatasetProcessor`) with the recipe's template, `cutoff_len` and pixel
-limits. The tokenizer is the recipe's tiny twin's (the family's special tokens and chat template); its image
-processor is given the real checkpoint's patch, merge and pixel limits, so every image costs the tokens the real
-model spends on it (`vlmrecipes.realsize`). The resulting lengths go through `vlmrecipes.packing`, which lays out
-the micro-batches the way LLaMA-Factory does; the pack count is checked against LLaMA-Factory's own packed
-dataset (`neat_packing: true`).
+For each training recipe of a hub checkpoint (Qwen2.5-VL, Qwen3-VL, Qwen2.5-Omni; or the recipes named), the
+recipe's own datasets are synthesized in the shape our converters write them (`benchmarks/gpu/synth.py`
+`DATASET_SHAPES`: each dataset's image size and mode, prompt and answer lengths in tokens, with their sources) and
+tokenized by LLaMA-Factory's own data pipeline (`get_dataset`: load, align, `SupervisedDatasetProcessor`) with the
+recipe's template, `cutoff_len` and pixel limits. The tokenizer is the recipe's tiny twin's (the family's special
+tokens and chat template); its image processor is given the real checkpoint's patch, merge and pixel limits, so
+every image costs the tokens the real model spends on it (`vlmrecipes.realsize`). The resulting lengths go through
+`vlmrecipes.packing`, which lays out the micro-batches the way LLaMA-Factory does; the pack count is checked against
+LLaMA-Factory's own packed dataset (`neat_packing: true`).
 
 Within one dataset every synthetic sample has the converter's typical length, so the unpacked padding measured here
 comes from mixing datasets and image sizes only: real captions and answers vary more, which adds padding to the
@@ -35,13 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu"))
 import synth
 
 from vlmrecipes import packing, realsize, recipes, smoke
+from vlmrecipes.plugins.architectures import ARCHITECTURES
 
-TASK_FOLDERS = ("medct", "emotion", "general_vqa")  # recipes/<folder>/ and recipes/<folder>_*.yaml
+# The recipes measured by default (the README's packing table) are those of checkpoints from the hub; the custom
+# architectures' recipes (models assembled by `vlmr build`) are measured when named.
+HUB_TEMPLATES = {template for arch in ARCHITECTURES if arch.build is None for template in arch.recipe_templates}
 
 
-def task_recipes() -> list[Path]:
-    return [path for path in recipes.training_recipes()
-            if any(part.startswith(TASK_FOLDERS) for part in path.relative_to(recipes.RECIPES_DIR).parts)]
+def hub_recipes() -> list[Path]:
+    return [path for path in recipes.training_recipes() if recipes.load(path).get("template") in HUB_TEMPLATES]
 
 
 def _llamafactory_args(recipe: dict, twin: Path, dataset_dir: Path, neat_packing: bool) -> dict:
@@ -112,13 +114,13 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="*", type=Path,
-                        help="training recipes (default: the CT, emotion and VQA ones)")
+                        help="training recipes (default: those of hub checkpoints)")
     parser.add_argument("--samples", type=int, default=512,
                         help="synthetic samples per recipe (split over its datasets)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     realsize.quiet_llamafactory()
-    rows = [measure(path.resolve(), args.samples) for path in (args.recipes or task_recipes())]
+    rows = [measure(path.resolve(), args.samples) for path in (args.recipes or hub_recipes())]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(

@@ -63,7 +63,8 @@ def test_mfu_counts_both_towers_against_the_card_peak():
 
 
 @pytest.mark.parametrize("name", ["medct_lora.yaml", "emotion_lora.yaml", "emotion/qwen2_5_vl_3b_full.yaml",
-                                  "siglip_qwen/stage2_sft_lora.yaml", "multiway/multiway_qwen2_5_vl_3b_sft.yaml"])
+                                  "general_vqa/siglip_qwen2_5_0_5b_stage2_lora.yaml",
+                                  "general_vqa/multiway_qwen2_5_vl_3b_freeze.yaml"])
 def test_real_size_checkpoint_is_the_recipe_model_with_the_twin_tokenizer(name):
     """The harness's checkpoint config is realsize's model (same parameter count) whose special-token ids are the
     twin tokenizer's, with the real checkpoint's image geometry."""

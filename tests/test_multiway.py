@@ -183,7 +183,7 @@ def test_llamafactory_train_changes_only_multiway_then_export_and_chat(tiny, tmp
 
     demo_data()
     out = tmp_path / "smoke"
-    recipe = REPO / "recipes" / "multiway" / "multiway_qwen2_5_vl_3b_sft.yaml"
+    recipe = REPO / "recipes" / "general_vqa" / "multiway_qwen2_5_vl_3b_freeze.yaml"
     run_cli(["vlmr", "smoke", str(recipe), "--out", str(out), "--steps", "2"], timeout=900)
     before = load_file(REPO / ".cache" / "tiny" / "multiway-seed0" / "model.safetensors")
     after = load_file(out / "train" / "model.safetensors")

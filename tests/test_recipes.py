@@ -6,6 +6,7 @@ Both lists are collected from the folder: a new recipe is picked up with no edit
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import REPO, run_cli
@@ -22,6 +23,18 @@ def _id(path):
 
 def test_the_collection_is_not_empty():
     assert TRAINING, "recipes/ holds no training recipe"
+
+
+def test_headlines_are_links_to_recipes_of_the_collection():
+    """`recipes/medct_lora.yaml` and `recipes/emotion_lora.yaml` name scheme-named recipes; listed once."""
+    assert sorted(p.name for p in (REPO / "recipes").glob("*.yaml")) == sorted(recipes.HEADLINES)
+    for name, target in recipes.HEADLINES.items():
+        link = REPO / "recipes" / name
+        assert link.is_symlink(), f"{link}: a symbolic link to {target}, not a copy"
+        assert link.resolve() == (REPO / "recipes" / target).resolve() and link.resolve() in TRAINING
+        assert recipes.companion(link, "predict") == (REPO / "recipes" / target).with_name(
+            Path(target).stem + "_predict.yaml")
+    assert len(set(ALL)) == len({p.resolve() for p in ALL}) == len(ALL)
 
 
 @pytest.mark.parametrize("path", ALL, ids=_id)

@@ -1,6 +1,6 @@
 """SigLIP+Qwen (issue 5): the builder, the two-stage recipes on the tiny twin, export, chat, and clear errors.
 
-The training chain runs the recipes of recipes/siglip_qwen/ unchanged in a temporary working directory, so
+The training chain runs the recipes of recipes/general_vqa/ unchanged in a temporary working directory, so
 their relative paths (`saves/siglip_qwen/stage1` -> stage 2 -> merged export) are what is tested; only the
 model of stage 1 (the tiny twin), the data (the demo shapes), the length and CPU switches are overridden.
 """
@@ -21,7 +21,7 @@ from vlmrecipes import recipes
 from vlmrecipes.plugins.qwen.tiny import build_qwen2_lm, chat_template
 from vlmrecipes.plugins.siglip_qwen import build, tiny
 
-RECIPES = REPO / "recipes" / "siglip_qwen"
+RECIPES = REPO / "recipes" / "general_vqa"
 # CPU and length overrides (LLaMA-Factory `key=value`); the recipes' own values stay otherwise
 CPU = {
     "bf16": "false", "report_to": "none", "preprocessing_num_workers": "1", "dataloader_num_workers": "0",
@@ -52,18 +52,18 @@ def chain(tmp_path_factory, tiny_model, demo_data) -> Path:
     """Stage 1, stage 2 (full and LoRA) and the LoRA export, run from one working directory."""
     work = tmp_path_factory.mktemp("siglip_chain")
     data = demo_data()
-    _train("stage1_pretrain.yaml", work, data, 4, model_name_or_path=str(tiny_model("siglip_qwen")))
+    _train("siglip_qwen2_5_0_5b_stage1_align.yaml", work, data, 4, model_name_or_path=str(tiny_model("siglip_qwen")))
     # the tiny random LM needs a larger step than the recipes' 2e-5 / 2e-4 to move visibly in 12 steps
-    _train("stage2_sft_full.yaml", work, data, 12, learning_rate="1.0e-3", gradient_checkpointing="false")
-    _train("stage2_sft_lora.yaml", work, data, 4, gradient_checkpointing="false")
-    run_cli(["llamafactory-cli", "export", str(RECIPES / "stage2_sft_lora_export.yaml")], cwd=work)
+    _train("siglip_qwen2_5_0_5b_stage2_full.yaml", work, data, 12, learning_rate="1.0e-3", gradient_checkpointing="false")
+    _train("siglip_qwen2_5_0_5b_stage2_lora.yaml", work, data, 4, gradient_checkpointing="false")
+    run_cli(["llamafactory-cli", "export", str(RECIPES / "siglip_qwen2_5_0_5b_stage2_lora_export.yaml")], cwd=work)
     return work / "saves" / "siglip_qwen"
 
 
 def test_stage2_recipes_start_from_stage1_output():
-    stage1 = recipes.load(RECIPES / "stage1_pretrain.yaml")["output_dir"]
-    for name in ("stage2_sft_full.yaml", "stage2_sft_lora.yaml", "stage2_sft_lora_export.yaml",
-                 "stage2_sft_lora_predict.yaml"):
+    stage1 = recipes.load(RECIPES / "siglip_qwen2_5_0_5b_stage1_align.yaml")["output_dir"]
+    for name in ("siglip_qwen2_5_0_5b_stage2_full.yaml", "siglip_qwen2_5_0_5b_stage2_lora.yaml", "siglip_qwen2_5_0_5b_stage2_lora_export.yaml",
+                 "siglip_qwen2_5_0_5b_stage2_lora_predict.yaml"):
         assert recipes.load(RECIPES / name)["model_name_or_path"] == stage1, name
 
 
@@ -235,7 +235,7 @@ def test_image_token_errors_name_the_sample_and_the_fix(tmp_path, tiny_model, ca
     data = _dataset(tmp_path, records)
     args = {**CPU, "model_name_or_path": str(tiny_model("siglip_qwen")), "dataset": "probe",
             "dataset_dir": str(data), "output_dir": str(tmp_path / "out"), "max_steps": "1", **overrides}
-    proc = run_cli(["llamafactory-cli", "train", str(RECIPES / "stage1_pretrain.yaml"),
+    proc = run_cli(["llamafactory-cli", "train", str(RECIPES / "siglip_qwen2_5_0_5b_stage1_align.yaml"),
                     *(f"{k}={v}" for k, v in args.items())], cwd=tmp_path, check=False)
     assert proc.returncode != 0
     message = next(line for line in proc.stderr.splitlines() if line.startswith("ValueError"))

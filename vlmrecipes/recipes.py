@@ -1,4 +1,10 @@
-"""Reading our recipes: which kind a YAML is, its companions, its model family and its demo twin data."""
+"""Reading our recipes: which kind a YAML is, its companions, its model family and its demo twin data.
+
+A recipe lives at `recipes/<task>/<model>_<method>.yaml`, its companions beside it as `<model>_<method>_predict.yaml`
+and `<model>_<method>_export.yaml`. The YAML files directly under `recipes/` are the headline aliases (symbolic
+links in the checkout and in a `vlmr init` folder): they name a recipe of the collection, they are not recipes of
+their own, so listing the collection skips them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,12 @@ import yaml
 from vlmrecipes.data_converters.datasets import DatasetError, DatasetInfo, load_info
 from vlmrecipes.paths import DATASET_DIR, RECIPES_DIR
 from vlmrecipes.plugins.architectures import ARCHITECTURES
+
+# The headline entry points (the commands the README opens with) -> the recipe each one names.
+HEADLINES = {
+    "medct_lora.yaml": "medct/qwen3_vl_8b_thinking_lora.yaml",
+    "emotion_lora.yaml": "emotion/qwen2_5_omni_7b_lora.yaml",
+}
 
 # LLaMA-Factory template -> the tiny twin of the architecture its recipes train (see `vlmr tiny`).
 TEMPLATE_TO_TINY = {template: arch.name for arch in ARCHITECTURES for template in arch.recipe_templates}
@@ -32,7 +44,8 @@ def kind(recipe: dict) -> str:
 
 
 def all_recipes(root: Path = RECIPES_DIR) -> list[Path]:
-    return sorted(p for p in root.rglob("*.yaml"))
+    """Every recipe once: `<task>/*.yaml` (the headline aliases directly under `root` are not listed)."""
+    return sorted(root.glob("*/*.yaml"))
 
 
 def training_recipes(root: Path = RECIPES_DIR) -> list[Path]:
@@ -40,7 +53,8 @@ def training_recipes(root: Path = RECIPES_DIR) -> list[Path]:
 
 
 def companion(train_recipe: Path, which: str) -> Path | None:
-    """`x.yaml` -> `x_predict.yaml` / `x_export.yaml` beside it, if present."""
+    """`x.yaml` -> `x_predict.yaml` / `x_export.yaml` beside it, if present (beside the recipe a headline names)."""
+    train_recipe = Path(train_recipe).resolve()
     path = train_recipe.with_name(f"{train_recipe.stem}_{which}.yaml")
     return path if path.exists() else None
 
