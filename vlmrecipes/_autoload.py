@@ -6,12 +6,15 @@ finder on `sys.meta_path` (standard library only, well under a millisecond). Whe
 the finder lets the real loader run and then calls the matching registration function. Nothing is
 registered, and nothing heavy is imported, in a process that never imports LLaMA-Factory.
 
+It also silences one known-harmless warning (`quiet_jieba_pkg_resources`).
+
 Set `VLMR_NO_AUTOLOAD=1` to disable the hook for one process.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings  # already imported by the interpreter at start: free
 
 # Filled by install(): target module name -> hook function. Imported lazily from the registry so that
 # this module stays standard-library only.
@@ -68,10 +71,25 @@ def _run_hook(fullname: str) -> None:
         )
 
 
+def quiet_jieba_pkg_resources() -> None:
+    """Hide setuptools' "pkg_resources is deprecated" warning raised by jieba's `import pkg_resources`, only there.
+
+    jieba 0.42.1 (its latest release; LLaMA-Factory's SFT metrics and our Chinese caption scoring import it) tries
+    `import pkg_resources` to locate its dictionary, and falls back to its own folder when the import fails. From
+    setuptools 81 that import warns on every command that imports jieba; when setuptools drops `pkg_resources`, the
+    fallback takes over with the same dictionary. Nothing is wrong for our users, so the one message is filtered
+    where jieba triggers it: pinning setuptools<81 would only quiet our own venv, not an environment the package
+    is installed into, and a blanket filter would hide the warning from other packages' code.
+    """
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning,
+                            module=r"jieba\._compat$")
+
+
 def install() -> None:
     """Idempotently put the finder on sys.meta_path; targets already imported are registered now."""
     if is_active():
         return
+    quiet_jieba_pkg_resources()
     from vlmrecipes.plugins.registry import HOOKS  # a plain dict module: no third-party import
 
     _pending.update(HOOKS)
