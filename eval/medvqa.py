@@ -314,6 +314,6 @@ def benchmark_of(row: dict) -> str:
     """"slake" for rows carrying SLAKE's fields (`q_lang`, `content_type`, kept by our converter), which
     MedEvalKit scores by its SLAKE rules; "vqa_rad" for `question_type`; else "other" (MedEvalKit's VQA-RAD
     and PathVQA rules are the same)."""
-    if "q_lang" in row or "content_type" in row:
+    if row.get("q_lang") is not None or row.get("content_type") is not None:
         return "slake"
-    return "vqa_rad" if "question_type" in row else "other"
+    return "vqa_rad" if row.get("question_type") is not None else "other"
