@@ -51,6 +51,9 @@ register_patch("llamafactory.data.collator", "vlmrecipes.plugins.packing:patch_p
 register_patch("llamafactory.hparams.parser", "vlmrecipes.plugins.train_metrics:patch_train_parser")
 register_patch("llamafactory.train.sft.workflow", "vlmrecipes.plugins.train_metrics:patch_sft_trainer")
 register_patch("llamafactory.train.callbacks", "vlmrecipes.plugins.train_metrics:patch_log_callback")
+# transformers' get_last_checkpoint (LLaMA-Factory's automatic resume) picks the newest checkpoint-N even when a kill
+# left it half-written, and the rerun then fails on it: pick the newest complete one (see plugins/resume.py).
+register_patch("transformers.trainer_utils", "vlmrecipes.plugins.resume:patch_last_checkpoint")
 
 
 # ------------------------------------------------------------------------------------------------------
