@@ -9,9 +9,11 @@ and `trainer_state.json` last, each file in place.
 
 Symptom: a job preempted or killed (`kill -9`, the OOM killer, a spot instance reclaimed) while it saves leaves a
 `checkpoint-N` with truncated weights or without `trainer_state.json`. Rerunning the same command then resumes
-from that folder and fails (safetensors "incomplete metadata, file not fully covered" for truncated weights, or
-an `IndexError`/missing-file error in `_load_rng_state`/`TrainerState.load_from_json`), every time, until the
-user finds and deletes the folder by hand; the previous, complete checkpoint is never tried.
+from that folder and fails, every time, until the user finds and deletes the folder by hand; the previous,
+complete checkpoint is never tried. Measured on the tiny Qwen2.5-VL twin (LoRA, checkpoint-4 of 4 with its adapter
+cut to half and no trainer_state.json): "Resuming training from .../checkpoint-4", then `SafetensorError: Error while
+deserializing header: incomplete metadata, file not fully covered`; with complete weights but no
+trainer_state.json, `TrainerState.load_from_json` raises FileNotFoundError.
 
 Effect of the patch: `get_last_checkpoint` returns the newest COMPLETE checkpoint: `trainer_state.json` present
 and valid JSON, every `*.safetensors` file as long as its header says (8-byte header size + header + the end of
