@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install --upgrade pip "setuptools>=69,<82" wheel
 	$(BIN)/python -m pip install -e '.[test]'
 	$(BIN)/vlmr install-hook
+	$(BIN)/vlmr init .
 	$(BIN)/vlmr doctor --quiet
 	touch $(STAMP)
 
@@ -38,6 +39,7 @@ wheelhouse: install
 	$(BIN)/python -m pip download --no-deps --only-binary=:all: $(WHEEL_TARGET) -d $(WHEELHOUSE) \
 		-r benchmarks/gpu/requirements.txt
 	$(BIN)/python -m pip wheel --no-deps -w $(WHEELHOUSE) -r benchmarks/gpu/requirements-sdist.txt
+	rm -rf build  # setuptools reuses build/lib: files moved or renamed since the last build would ship too
 	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w $(WHEELHOUSE) .
 	@du -b $(WHEELHOUSE)/*.whl | awk '{n++; s+=$$1} END {printf "%d wheels, %.1f MiB\n", n, s/1048576; \
 		if (s > 64*1048576) {print "over the 64 MiB budget"; exit 1}}'

@@ -4,6 +4,9 @@ Every reader and writer of datasets goes through here:
 - the registry: `load_info(dataset_dir)` reads `<dataset_dir>/dataset_info.json` (LLaMA-Factory's file: name ->
   dataset attributes), `register(dataset_dir, name, entry)` adds or replaces one entry under a lock and by an
   atomic rename, so concurrent conversions never lose each other's entries nor leave a half-written file;
+  `register_missing` adds bundled entries without replacing a user's (`vlmr init`). The registry a command uses
+  is the working directory's `dataset_info/` (vlmrecipes.paths), never a file of the package or of our
+  checkout's tracked tree: the bundled entries live in the package (`vlmrecipes/dataset_info.json`);
 - the entry format of a written ShareGPT split (`entry_for`): `file_name` relative to the dataset dir when the
   file is inside it, our `messages`/`images` columns and `role`/`content` tags;
 - resolving a dataset name or a file path to the file and its columns (`resolve`);
@@ -20,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,23 +177,43 @@ def entry_for(output: Path, dataset_dir: Path) -> dict[str, Any]:
     }
 
 
+def _rewrite(dataset_dir: Path, update: Callable[[DatasetInfo], None]) -> Path:
+    """Apply `update` to `<dataset_dir>/dataset_info.json` (created if missing) under a lock, atomically."""
+    path = Path(dataset_dir).resolve() / INFO_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The lock lives in the temp dir, not beside the file: no stray file in the registry's folder.
+    lock = Path(tempfile.gettempdir()) / f"vlmr-{hashlib.sha1(str(path).encode()).hexdigest()[:16]}.lock"
+    with FileLock(str(lock)):
+        info = load_info(path.parent)
+        update(info)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
 def register(dataset_dir: Path, name: str, new_entry: dict[str, Any]) -> Path:
     """Add or replace `name` in `<dataset_dir>/dataset_info.json`, keeping the other entries and their order.
 
     Locked and atomic: several conversions (or engineers) may register at the same time, and a reader never
     sees a half-written file. Returns the file.
     """
-    path = Path(dataset_dir).resolve() / INFO_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The lock lives in the temp dir, not beside the file: no stray untracked file in the repo's dataset_info/.
-    lock = Path(tempfile.gettempdir()) / f"vlmr-{hashlib.sha1(str(path).encode()).hexdigest()[:16]}.lock"
-    with FileLock(str(lock)):
-        info = load_info(path.parent)
-        info[name] = new_entry
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    return path
+    return _rewrite(dataset_dir, lambda info: info.update({name: new_entry}))
+
+
+def register_missing(dataset_dir: Path, entries: dict[str, Any]) -> list[str]:
+    """Add the `entries` that `<dataset_dir>/dataset_info.json` lacks; an entry already there is kept (a user's
+    conversion wins over a bundled entry). Locked and atomic as `register`. Returns the names added."""
+    added: list[str] = []
+
+    def add_missing(info: DatasetInfo) -> None:
+        for name, entry in entries.items():
+            if name not in info:
+                info[name] = entry
+                added.append(name)
+
+    _rewrite(dataset_dir, add_missing)
+    return added
 
 
 # ------------------------------------------------------------------------------------------------------

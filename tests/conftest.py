@@ -15,6 +15,15 @@ from helpers import REPO  # noqa: E402
 CACHE = REPO / ".cache" / "tests"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checkout_workdir():
+    """The checkout is the tests' working directory (helpers sets VLMR_HOME to it): `vlmr init .` there once, so
+    its dataset_info/dataset_info.json (git-ignored) holds the bundled entries smoke runs need."""
+    from vlmrecipes.workdir import init
+
+    init(REPO)
+
+
 def _cached(name: str, build) -> Path:
     """Build `name` under CACHE once; concurrent xdist workers wait on a file lock."""
     CACHE.mkdir(parents=True, exist_ok=True)

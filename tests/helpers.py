@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from vlmrecipes import smoke
-from vlmrecipes.smoke import free_port  # noqa: F401  (re-exported for the tests)
-
 REPO = Path(__file__).resolve().parents[1]
+# vlmr works in its working directory (vlmrecipes.paths): the tests' is the checkout, wherever pytest starts
+# (set before vlmrecipes is imported; the CLIs run by the tests inherit it).
+os.environ.setdefault("VLMR_HOME", str(REPO))
+
+from vlmrecipes import smoke  # noqa: E402
+from vlmrecipes.smoke import free_port  # noqa: E402,F401  (re-exported for the tests)
 BIN = Path(sys.executable).parent  # the venv's bin: llamafactory-cli, vlmr, torchrun
 
 

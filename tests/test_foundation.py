@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
+from pathlib import Path
 
 import pytest
+from PIL import Image
 from helpers import BIN, REPO, cli_env, run_cli
 
 PY = str(BIN / "python")
@@ -140,17 +146,78 @@ def test_cli_help_lists_every_subcommand_and_each_module_has_its_entry_points():
         assert hasattr(module, f"run_{suffix}") or hasattr(module, "run"), name
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel of a copy of the source (what git tracks or would add), as a fresh clone builds it: setuptools
+    reuses the checkout's build/lib, where files moved or renamed since the last build would still ship."""
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file() or (REPO / name).is_symlink():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name, follow_symlinks=False)
+    out = tmp_path_factory.mktemp("wheel")
+    run_cli([PY, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)], timeout=600)
+    (built,) = out.glob("vlm_recipes-*.whl")
+    return built
+
+
 @pytest.mark.slow
-def test_regular_wheel_ships_the_pth_and_no_generic_top_level_module(tmp_path):
-    run_cli([PY, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-            timeout=600)
-    (wheel,) = tmp_path.glob("vlm_recipes-*.whl")
+def test_regular_wheel_ships_the_pth_recipes_and_registry_and_no_generic_top_level_module(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "vlmrecipes-autoload.pth" in names
     assert "vlmrecipes/plugins/registry.py" in names
     assert "vlmrecipes/eval/__init__.py" in names
     top_level = {n.split("/")[0] for n in names if not n.startswith("vlm_recipes-")}
     assert top_level == {"vlmrecipes", "vlmrecipes-autoload.pth"}, top_level
+    shipped = sorted(n.removeprefix("vlmrecipes/recipe_files/") for n in names if "/recipe_files/" in n)
+    in_checkout = sorted(str(p.relative_to(REPO / "recipes")) for p in [
+        *(REPO / "recipes").glob("*/*.yaml"), *(REPO / "recipes").glob("deepspeed/*.json")])
+    assert shipped == in_checkout  # every recipe, no headline link (`vlmr init` makes those)
+    assert "vlmrecipes/dataset_info.json" in names
+
+
+@pytest.mark.slow
+def test_regular_install_runs_convert_validate_smoke_from_any_directory(wheel, tmp_path):
+    """`pip install` (not -e) into a fresh venv, then from an empty directory: vlmr init, convert, validate and
+    one short smoke training. The venv reuses this one's packages (torch, LLaMA-Factory, ...) through a .pth
+    line, added after the install so that pip never sees this venv's editable vlm-recipes."""
+    venv = tmp_path / "venv"
+    run_cli([PY, "-m", "venv", "--without-pip", str(venv)])
+    run_cli([PY, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index",
+             "--quiet", str(wheel)], timeout=300)
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(run_cli([str(venv / "bin" / "python"), "-c", purelib]).stdout.strip())
+    (site / "zz_layer_test_stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    package_files = sorted(p for p in (site / "vlmrecipes").rglob("*") if "__pycache__" not in p.parts)
+
+    env = cli_env(PATH=f"{venv / 'bin'}:{os.environ['PATH']}")
+    env.pop("VLMR_HOME")  # the working directory decides
+
+    def vlmr(*args: str, cwd: Path) -> str:
+        return run_cli([str(venv / "bin" / "vlmr"), *args], cwd=cwd, env=env, timeout=600).stdout
+
+    proc = run_cli([str(venv / "bin" / "python"), "-c", "import vlmrecipes; from llamafactory.data.template import "
+                    "TEMPLATES; print(vlmrecipes.__file__, 'siglip_qwen' in TEMPLATES)"], env=env, cwd=tmp_path)
+    assert proc.stdout.split() == [str(site / "vlmrecipes" / "__init__.py"), "True"]  # the wheel's, hook active
+
+    vlmr("init", "project", cwd=tmp_path)
+    project = tmp_path / "project"
+    assert (project / "recipes" / "medct_lora.yaml").resolve() == \
+        project / "recipes" / "medct" / "qwen3_vl_8b_thinking_lora.yaml"
+    for label, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (project / "raw" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32 + 8 * i, 32), colour).save(project / "raw" / label / f"{i}.png")
+    vlmr("convert", "image-folder", "--input", "raw", "--name", "colours", "--split", "train", cwd=project)
+    assert "0 errors" in vlmr("validate", "colours_train", cwd=project)
+    registry = json.loads((project / "dataset_info" / "dataset_info.json").read_text())
+    assert {"colours_train", "medtrinity_ct_train", "demo_ct_train"} <= registry.keys()
+
+    assert "smoke OK" in vlmr("smoke", "recipes/medct_lora.yaml", "--train-only", cwd=project)
+    assert (project / "outputs" / "smoke" / "medct_lora" / "train" / "adapter_model.safetensors").exists()
+    assert sorted(p for p in (site / "vlmrecipes").rglob("*") if "__pycache__" not in p.parts) == package_files
 
 
 def test_autoload_benchmark_reports_the_cost():

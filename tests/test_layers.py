@@ -13,7 +13,7 @@ from helpers import REPO
 from vlmrecipes.cli import COMMANDS
 
 # `vlmr` itself and the modules of vlmrecipes/ it runs as subcommands (argument parsing, printing, exit codes):
-# cli, doctor, tiny, demo_data, smoke, demo, realsize, plan, build. The subcommands of the model and data
+# cli, workdir, doctor, tiny, demo_data, smoke, demo, realsize, plan, build. The subcommands of the model and data
 # packages (`vlmrecipes.data_converters.cli`, `vlmrecipes.eval.report`, ...) belong to those packages.
 CLI_LAYER = {"vlmrecipes.cli"} | {module for module, _ in COMMANDS.values() if module.count(".") == 1}
 MODEL_AND_DATA = {"plugins": "vlmrecipes.plugins", "data_converters": "vlmrecipes.data_converters",
@@ -36,7 +36,8 @@ def _imported(tree: ast.AST) -> set[str]:
 
 def test_the_cli_layer_is_the_vlmr_subcommand_modules():
     assert CLI_LAYER == {f"vlmrecipes.{name}" for name in
-                         ("cli", "doctor", "tiny", "demo_data", "smoke", "demo", "realsize", "plan", "build")}
+                         ("cli", "workdir", "doctor", "tiny", "demo_data", "smoke", "demo", "realsize", "plan",
+                          "build")}
 
 
 def test_model_and_data_code_never_import_the_cli_layer():

@@ -51,11 +51,11 @@ def test_recipe_lint(path):
     else:
         _parse_train_args({**recipe, "use_cpu": True})
     assert recipe.get("template") in TEMPLATES, f"{path}: unknown template {recipe.get('template')!r}"
-    info = recipes.dataset_info(REPO / "dataset_info")
+    info = recipes.bundled_dataset_info()
     for key in ("dataset", "eval_dataset"):
         for name in str(recipe.get(key) or "").split(","):
             if name.strip():
-                assert name.strip() in info, f"{path}: {key} {name!r} is not in dataset_info/dataset_info.json"
+                assert name.strip() in info, f"{path}: {key} {name!r} is not in vlmrecipes/dataset_info.json"
                 recipes.demo_twin(name.strip(), info)  # smoke can substitute it
     text = path.read_text()
     assert "memory" in text.lower(), f"{path}: state the GPU memory the recipe needs in a comment"

@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one-line help). `vlmr --help` lists them without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("vlmrecipes.workdir", "set up a working directory (recipes, dataset registry) to run everything from"),
     "doctor": ("vlmrecipes.doctor", "versions, autoload hook status and everything the plugin registers"),
     "install-hook": ("vlmrecipes.doctor", "write the autoload .pth into this environment (editable installs)"),
     "tiny": ("vlmrecipes.tiny", "build a tiny random-weight model of a real architecture, for tests"),

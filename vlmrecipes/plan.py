@@ -64,7 +64,7 @@ import yaml
 
 from vlmrecipes import realsize
 from vlmrecipes import recipes as recipe_files
-from vlmrecipes.paths import HOME, RECIPES_DIR
+from vlmrecipes.paths import HOME
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_BYTES = int(0.6 * GIB)
@@ -365,7 +365,7 @@ def _task(recipe_path: Path) -> str:
 
 
 def _command(p: Plan) -> str:
-    path = p.recipe.resolve().relative_to(RECIPES_DIR.parent)
+    path = Path("recipes", *p.recipe.resolve().parts[-2:])  # recipes/<task>/<file>, wherever the collection is
     launcher = f"FORCE_TORCHRUN=1 NPROC_PER_NODE={p.nproc} " if p.nproc > 1 else ""
     return f"`{launcher}llamafactory-cli train {path}`"
 

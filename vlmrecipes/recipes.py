@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from vlmrecipes.data_converters.datasets import DatasetError, DatasetInfo, load_info
-from vlmrecipes.paths import DATASET_DIR, RECIPES_DIR
+from vlmrecipes.paths import BUNDLED_INFO, BUNDLED_RECIPES, DATASET_DIR, RECIPES_DIR
 from vlmrecipes.plugins.architectures import ARCHITECTURES
 
 # The headline entry points (the commands the README opens with) -> the recipe each one names.
@@ -43,12 +43,17 @@ def kind(recipe: dict) -> str:
     return "train"
 
 
-def all_recipes(root: Path = RECIPES_DIR) -> list[Path]:
+def collection() -> Path:
+    """The recipes folder: the working directory's (`vlmr init` copies it there), else the package's own."""
+    return RECIPES_DIR if RECIPES_DIR.is_dir() else BUNDLED_RECIPES
+
+
+def all_recipes(root: Path | None = None) -> list[Path]:
     """Every recipe once: `<task>/*.yaml` (the headline aliases directly under `root` are not listed)."""
-    return sorted(root.glob("*/*.yaml"))
+    return sorted((root or collection()).glob("*/*.yaml"))
 
 
-def training_recipes(root: Path = RECIPES_DIR) -> list[Path]:
+def training_recipes(root: Path | None = None) -> list[Path]:
     return [p for p in all_recipes(root) if kind(load(p)) == "train"]
 
 
@@ -71,6 +76,11 @@ def tiny_kind(recipe: dict, path: str | Path = "") -> str:
 
 def dataset_info(dataset_dir: Path = DATASET_DIR) -> DatasetInfo:
     return load_info(dataset_dir)
+
+
+def bundled_dataset_info() -> DatasetInfo:
+    """The registry shipped with the package: the demo datasets and the recipes' datasets with their demo twins."""
+    return load_info(BUNDLED_INFO.parent)
 
 
 def demo_twin(dataset: str, info: DatasetInfo, split: str = "train") -> str:

@@ -77,8 +77,11 @@ def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Pat
 
     nproc > 1 makes LLaMA-Factory launch itself through torchrun (FORCE_TORCHRUN), one CPU process per rank.
     """
+    # This interpreter's LLaMA-Factory: its script when it has one, else the module (a venv that layers another's
+    # packages has no script of its own, and the one on PATH may belong to another install).
     exe = Path(sys.executable).parent / "llamafactory-cli"
-    args = [str(exe if exe.exists() else "llamafactory-cli"), command, str(recipe)]
+    args = [str(exe)] if exe.exists() else [sys.executable, "-m", "llamafactory.cli"]
+    args += [command, str(recipe)]
     args += [f"{k}={v}" for k, v in overrides.items()]
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
