@@ -17,6 +17,11 @@ its image tokens, then `encode_multiturn`), and records longer than `cutoff_len`
 would silently cut them (image tokens included, which breaks the image/feature count).
 
 stats prints the token-length distribution of a recipe's datasets and recommends a cutoff_len.
+
+Both take the recipe's `key=value` overrides as `llamafactory-cli train RECIPE key=value ...` does
+(`vlmr validate DS --recipe R model_name_or_path=/models/qwen`, one parser: `recipes.parse_overrides`). A model that
+is neither a local folder, nor in the Hugging Face cache, nor downloadable now (`HF_HUB_OFFLINE=1`, no network) is one
+error line naming the fix before any record is read (`vlmrecipes.hub`), not a minute of retries and a traceback.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from vlmrecipes import packing
+from vlmrecipes import hub, packing, recipes
 from vlmrecipes.data_converters.datasets import SHAREGPT_TAGS, DatasetError, DatasetFile, iter_rows, resolve
 from vlmrecipes.data_converters.images import HIGH_BIT_DEPTH_MODES, RESCALED_KEY, ImageError, classify, source_name
 from vlmrecipes.data_converters.schema import IMAGE_TOKEN, check_messages
@@ -241,12 +246,6 @@ class TokenCounter:
         return len(input_ids) + sum(len(s) + len(t) for s, t in pairs) + (1 if self.template.efficient_eos else 0)
 
 
-def load_recipe(path: Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-
-
 def token_lengths(recipe: dict[str, Any], ds: DatasetFile, media_dir: Path) -> list[int]:
     counter = TokenCounter(recipe)
     lengths = []
@@ -273,21 +272,42 @@ def recommend_cutoff(lengths: list[int]) -> int:
 # ------------------------------------------------------------------------------------------------------
 
 
+OVERRIDES_HELP = "recipe keys to override, as after `llamafactory-cli train RECIPE` (e.g. model_name_or_path=/path)"
+
+
+def _recipe(path: Path, pairs: list[str]) -> dict[str, Any]:
+    """The recipe with its `key=value` overrides; ModelUnavailable (one line, with the fix) when its model can be
+    neither found locally nor downloaded now, before anything waits on the Hub."""
+    recipe = recipes.load(path, recipes.parse_overrides(pairs))
+    hub.require_model(str(recipe.get("model_name_or_path")))
+    return recipe
+
+
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a dataset name from dataset_info.json, or a .jsonl/.parquet file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="with --recipe: " + OVERRIDES_HELP)
     parser.add_argument("--dataset-dir", type=Path, default=DATASET_DIR)
     parser.add_argument("--media-dir", type=Path, help="where relative image paths resolve (default: dataset dir)")
-    parser.add_argument("--recipe", type=Path, help="count samples over the recipe's cutoff_len (image tokens included)")
+    parser.add_argument("--recipe", type=Path,
+                        help="count samples over the recipe's cutoff_len (image tokens included)")
     parser.add_argument("--allow-absolute", action="store_true", help="accept absolute, ../ and symlinked image paths")
+    parser.parse_args = parser.parse_intermixed_args  # overrides may follow the options, as with llamafactory-cli
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    if args.overrides and not args.recipe:
+        print(f"error: {' '.join(args.overrides)}: key=value overrides apply to a recipe: add --recipe RECIPE",
+              file=sys.stderr)
+        return 2
     try:
+        recipe = _recipe(args.recipe, args.overrides) if args.recipe else None
         ds = resolve(args.dataset, args.dataset_dir)
-        recipe = load_recipe(args.recipe) if args.recipe else None
         checker = ImageChecker(recipe)
         media_dir = args.media_dir or args.dataset_dir
         report = check_dataset(ds, media_dir, args.allow_absolute, checker)
+    except (hub.ModelUnavailable, recipes.RecipeError) as exc:  # before any record is read
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:  # DatasetError: the dataset or its entry; a recipe naming no LLaMA-Factory template
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -306,17 +326,22 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", type=Path, help="a training recipe YAML (its dataset, model and template)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     parser.add_argument("--dataset-dir", type=Path, help="overrides the recipe's dataset_dir")
+    parser.parse_args = parser.parse_intermixed_args
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
-    dataset_dir = args.dataset_dir or Path(recipe.get("dataset_dir") or DATASET_DIR)
-    media_dir = Path(recipe.get("media_dir") or dataset_dir)
     lengths = []
     try:
+        recipe = _recipe(args.recipe, args.overrides)
+        dataset_dir = args.dataset_dir or Path(recipe.get("dataset_dir") or DATASET_DIR)
+        media_dir = Path(recipe.get("media_dir") or dataset_dir)
         for name in str(recipe["dataset"]).split(","):
             lengths += token_lengths(recipe, resolve(name.strip(), dataset_dir), media_dir)
+    except (hub.ModelUnavailable, recipes.RecipeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -60,11 +60,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from vlmrecipes import realsize
 from vlmrecipes import recipes as recipe_files
 from vlmrecipes.paths import HOME
+from vlmrecipes.recipes import parse_overrides  # the one `key=value` parser (tests, benchmarks use it here)
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_BYTES = int(0.6 * GIB)
@@ -270,20 +269,9 @@ def header_nproc(recipe_path: Path) -> int:
     return 1
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """`key=value` strings, values read as YAML scalars (as LLaMA-Factory's CLI reads them)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {pair!r} is not key=value (e.g. per_device_train_batch_size=1)")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
 def plan(recipe_path: str | Path, nproc: int | None = None, overrides: dict | None = None) -> Plan:
     recipe_path = Path(recipe_path)
-    recipe = {**recipe_files.load(recipe_path), **(overrides or {})}
+    recipe = recipe_files.load(recipe_path, overrides)
     size = realsize.measure(recipe_path, overrides)
     model_args, _, training_args, _ = realsize.parse_recipe_args(recipe)
     half = 2 if (training_args.bf16 or training_args.fp16) else 4

@@ -26,12 +26,42 @@ HEADLINES = {
 TEMPLATE_TO_TINY = {template: arch.name for arch in ARCHITECTURES for template in arch.recipe_templates}
 
 
-def load(path: str | Path) -> dict:
+# What a recipe written for a GPU needs to run on a CPU: the GPU-only features off (bf16/fp16 mixed precision, the
+# FlashAttention-2 kernel, Liger's Triton kernels, DeepSpeed's engine in one process). `vlmr smoke` passes exactly
+# these; README "Run any recipe on a local model / on the CPU" lists them for `llamafactory-cli train RECIPE ...`.
+CPU_SWITCHES = {
+    "bf16": "false",
+    "fp16": "false",
+    "flash_attn": "auto",
+    "enable_liger_kernel": "false",
+    "deepspeed": "null",
+}
+
+
+class RecipeError(ValueError):
+    """A recipe file or a `key=value` override that LLaMA-Factory would not read; the message names the fix."""
+
+
+def load(path: str | Path, overrides: dict | None = None) -> dict:
+    """The recipe's arguments, with `overrides` (from `parse_overrides`) replacing its keys as
+    `llamafactory-cli train RECIPE key=value ...` does."""
     with open(path) as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a LLaMA-Factory recipe (expected a YAML mapping of arguments)")
-    return data
+        raise RecipeError(f"{path}: not a LLaMA-Factory recipe (expected a YAML mapping of arguments)")
+    return {**data, **(overrides or {})}
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` command-line arguments read as LLaMA-Factory reads them after a recipe (`OmegaConf.from_cli`:
+    values are YAML scalars, so `bf16=false` is a boolean and `deepspeed=null` is None)."""
+    from omegaconf import OmegaConf
+
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {pair!r} is not key=value (e.g. model_name_or_path=/models/Qwen2.5-VL-3B)")
+    return OmegaConf.to_container(OmegaConf.from_cli(list(pairs)))
 
 
 def kind(recipe: dict) -> str:
