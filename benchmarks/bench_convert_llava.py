@@ -3,8 +3,8 @@
     python benchmarks/bench_convert_llava.py --records 600000
 
 Prints records/s, the conversion time against just parsing the same file with ijson (goal: within 2x), and
-peak RSS of each (goal: < 500 MB). Images are hard links to a few copies of one small JPEG (CC3M names one image per record)
-and the conversion runs with `--media reference` (existence checks, no decoding): the figure is the cost of the
+peak RSS of each (goal: < 500 MB). Images are hard links to a few copies of one small JPEG (CC3M names one image per
+record) and the conversion runs with `--media reference` (existence checks, no decoding): the figure is the cost of the
 pipeline itself (streamed parse, record checks, JSON Lines writing), not of copying 600K files.
 """
 
@@ -64,7 +64,8 @@ def main() -> None:
         root = Path(tmp)
         start = time.perf_counter()
         chat = generate(root / "raw", args.records)
-        print(f"generated {args.records} records, {chat.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.0f} s")
+        megabytes, seconds = chat.stat().st_size / 1e6, time.perf_counter() - start
+        print(f"generated {args.records} records, {megabytes:.0f} MB in {seconds:.0f} s")
         parse_s, parse_mb, out = timed([sys.executable, "-c", PARSE_ONLY, str(chat)])
         assert int(out) == args.records
         vlmr = str(Path(sys.executable).parent / "vlmr")
@@ -72,7 +73,8 @@ def main() -> None:
                                             str(root / "ds"), "--media", "reference"])
         assert f"{args.records} records written" in out, out
         print(f"parse only : {parse_s:6.1f} s  {args.records / parse_s:9.0f} records/s  peak RSS {parse_mb:5.0f} MB")
-        print(f"convert    : {convert_s:6.1f} s  {args.records / convert_s:9.0f} records/s  peak RSS {convert_mb:5.0f} MB")
+        print(f"convert    : {convert_s:6.1f} s  {args.records / convert_s:9.0f} records/s  "
+              f"peak RSS {convert_mb:5.0f} MB")
         print(f"ratio convert/parse: {convert_s / parse_s:.2f}x (goal <= 2x); peak RSS goal < 500 MB")
 
 

@@ -65,7 +65,8 @@ def main() -> None:
         model = build_tiny("qwen2_5_vl", root / "tiny")
         raw = make_raw(root / "raw", args.images)
         results = {}
-        for label, extra in (("full 1024 px", []), (f"--max-pixels {IMAGE_MAX_PIXELS}", ["--max-pixels", str(IMAGE_MAX_PIXELS)])):
+        limited = ["--max-pixels", str(IMAGE_MAX_PIXELS)]
+        for label, extra in (("full 1024 px", []), (f"--max-pixels {IMAGE_MAX_PIXELS}", limited)):
             name = "full" if not extra else "small"
             start = time.perf_counter()
             subprocess.run([vlmr, "convert", "image-folder", "--input", str(raw), "--dataset-dir", str(root / "ds"),

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from vlmrecipes.data_converters.images import ImageError, load_rgb
 from vlmrecipes.data_converters.readers import iter_csv
-from vlmrecipes.data_converters.schema import BAD_LABEL, FILTERED, MALFORMED, OVER_CLASS_CAP, ImageRef, Record, \
-    Skipped
+from vlmrecipes.data_converters.schema import BAD_LABEL, FILTERED, MALFORMED, OVER_CLASS_CAP, ImageRef, Record, Skipped
 from vlmrecipes.data_converters.tasks import classification_sample
 
 DEFAULT_NAME = "affectnet"

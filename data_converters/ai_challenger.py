@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vlmrecipes.data_converters.readers import iter_json_array
-from vlmrecipes.data_converters.schema import EMPTY_TURN, MALFORMED, ImageRef, Record, Sample, Skipped, chat, \
-    record_rng
+from vlmrecipes.data_converters.schema import EMPTY_TURN, MALFORMED, ImageRef, Record, Sample, Skipped, chat, record_rng
 
 DEFAULT_NAME = "ai_challenger_caption"
 PROMPTS = ("请用一句话描述这张图片。", "这张图片里有什么？请用一句话回答。", "请为这张图片写一句简短的中文描述。")
@@ -33,7 +32,8 @@ def clean_caption(text: str) -> str:
 def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> Iterator[Record]:
     images_dir = images or input.parent / input.stem.replace("_annotations_", "_images_")
     for index, raw in iter_json_array(input):
-        if not isinstance(raw, dict) or not isinstance(raw.get("image_id"), str) or not isinstance(raw.get("caption"), list):
+        if not isinstance(raw, dict) or not isinstance(raw.get("image_id"), str) \
+                or not isinstance(raw.get("caption"), list):
             yield Skipped(str(index), MALFORMED, "expected {image_id: str, caption: [str, ...]}")
             continue
         record_id = raw["image_id"]

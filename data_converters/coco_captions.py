@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vlmrecipes.data_converters.readers import iter_json_array
-from vlmrecipes.data_converters.schema import EMPTY_TURN, MALFORMED, ImageRef, Record, Sample, Skipped, chat, \
-    record_rng
+from vlmrecipes.data_converters.schema import EMPTY_TURN, MALFORMED, ImageRef, Record, Sample, Skipped, chat, record_rng
 
 DEFAULT_NAME = "coco_captions"
 PROMPTS = (
@@ -33,7 +32,8 @@ def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> 
     images_dir = images or input.parent.parent / input.stem.removeprefix("captions_")
     files: dict[int, str] = {}
     for _, image in iter_json_array(input, "images.item"):
-        if isinstance(image, dict) and isinstance(image.get("file_name"), str) and isinstance(image.get("id"), (int, str)):
+        if (isinstance(image, dict) and isinstance(image.get("file_name"), str)
+                and isinstance(image.get("id"), (int, str))):
             files[image["id"]] = image["file_name"]
     for index, ann in iter_json_array(input, "annotations.item"):
         if not isinstance(ann, dict):
@@ -43,7 +43,8 @@ def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> 
         caption = " ".join(str(ann.get("caption") or "").split())  # raw captions carry newlines and double spaces
         image_id = ann.get("image_id")
         if not isinstance(image_id, (int, str)) or image_id not in files:
-            yield Skipped(record_id, MALFORMED, f"image_id {ann.get('image_id')!r} is not in `images`: wrong annotation file?")
+            yield Skipped(record_id, MALFORMED,
+                          f"image_id {ann.get('image_id')!r} is not in `images`: wrong annotation file?")
         elif not caption:
             yield Skipped(record_id, EMPTY_TURN, "empty caption")
         else:

@@ -74,8 +74,18 @@ from typing import Any
 import numpy as np
 
 from vlmrecipes.data_converters.readers import SourceError, iter_csv
-from vlmrecipes.data_converters.schema import EMPTY_TURN, FILTERED, MALFORMED, TRUNCATED_IMAGE, UNREADABLE_IMAGE, \
-    ImageRef, Record, Sample, Skipped, chat
+from vlmrecipes.data_converters.schema import (
+    EMPTY_TURN,
+    FILTERED,
+    MALFORMED,
+    TRUNCATED_IMAGE,
+    UNREADABLE_IMAGE,
+    ImageRef,
+    Record,
+    Sample,
+    Skipped,
+    chat,
+)
 
 DEFAULT_NAME = "ct"
 PROMPT = "Describe this CT slice."
@@ -206,7 +216,8 @@ def load_captions(path: Path) -> dict[str, list[Caption]]:
                 raise SourceError(f"{path}: {row}")
             slice_text = (row.get("slice") or "").strip()
             if slice_text and not slice_text.isdigit():
-                raise SourceError(f"{path}:{lineno}: slice {slice_text!r} is not a 0-based slice number: fix or blank it")
+                raise SourceError(f"{path}:{lineno}: slice {slice_text!r} is not a 0-based slice number: "
+                                  "fix or blank it")
             captions[(row["series"] or "").strip()].append(
                 Caption((row.get("question") or "").strip() or PROMPT, (row["answer"] or "").strip(),
                         int(slice_text) if slice_text else None))
@@ -563,7 +574,7 @@ def _load_nifti(path: Path, where: str, salt: bytes) -> _NiftiSeries | Skipped:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=parse_windows, default=parse_windows("lung"),
-                        help=f"preset ({', '.join(f'{k} {w:g}/{l:g}' for k, (w, l) in WINDOWS.items())}), "
+                        help=f"preset ({', '.join(f'{k} {w:g}/{level:g}' for k, (w, level) in WINDOWS.items())}), "
                              "WIDTH/LEVEL, or three comma-separated windows as RGB channels")
     parser.add_argument("--every", type=int, default=1, help="keep every N-th slice")
     parser.add_argument("--captions", type=Path, help="CSV with columns series, answer[, question, slice]")

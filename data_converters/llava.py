@@ -42,11 +42,13 @@ def convert_record(raw: object, record_id: str, images_dir: str) -> Record:
     for i, turn in enumerate(raw["conversations"]):
         if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or turn["from"] not in ROLES \
                 or not isinstance(turn.get("value"), str):
-            return Skipped(record_id, MALFORMED, f"turn {i} must be {{from: human|gpt|system, value: str}}, got {turn!r:.80}")
+            return Skipped(record_id, MALFORMED,
+                           f"turn {i} must be {{from: human|gpt|system, value: str}}, got {turn!r:.80}")
         messages.append({"role": ROLES[turn["from"]], "content": turn["value"]})
     names = raw.get("image") or []
     names = [names] if isinstance(names, str) else names
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
-        return Skipped(record_id, MALFORMED, f"`image` must be a file name or a list of them, got {raw.get('image')!r:.80}")
+        return Skipped(record_id, MALFORMED,
+                       f"`image` must be a file name or a list of them, got {raw.get('image')!r:.80}")
     names = [n.strip() for n in names]
     return Sample(record_id, messages, [ImageRef(os.path.join(images_dir, n), n) for n in names])

@@ -17,8 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vlmrecipes.data_converters.readers import iter_parquet
-from vlmrecipes.data_converters.schema import EMPTY_TURN, FILTERED, MISSING_IMAGE, ImageRef, Record, Sample, \
-    Skipped, chat
+from vlmrecipes.data_converters.schema import (
+    EMPTY_TURN,
+    FILTERED,
+    MISSING_IMAGE,
+    ImageRef,
+    Record,
+    Sample,
+    Skipped,
+    chat,
+)
 
 DEFAULT_NAME = "medtrinity"
 PROMPT = "Describe this medical image in detail."
@@ -48,4 +56,5 @@ def iter_records(input: Path, *, images: Path | None, seed: int, split: str, mod
             elif not image.get("bytes"):
                 yield Skipped(record_id, MISSING_IMAGE, f"row {index} of {shard.name} has no image bytes")
             else:
-                yield Sample(record_id, chat(PROMPT, caption), [ImageRef(image["bytes"], f"{shard.stem}/{record_id}.png")])
+                image_ref = ImageRef(image["bytes"], f"{shard.stem}/{record_id}.png")
+                yield Sample(record_id, chat(PROMPT, caption), [image_ref])

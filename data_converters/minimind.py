@@ -63,7 +63,8 @@ def iter_records(input: Path, *, images: Path | None, seed: int, split: str) -> 
             yield Skipped(record_id, MALFORMED, str(row))
             continue
         if not isinstance(row, dict):
-            yield Skipped(record_id, MALFORMED, f"line {lineno} is a JSON {json_type(row)}, not an object: fix the line")
+            yield Skipped(record_id, MALFORMED,
+                          f"line {lineno} is a JSON {json_type(row)}, not an object: fix the line")
             continue
         names = [n.strip() for n in str(row.get("image") or "").split(",") if n.strip()]
         yield _sample(record_id, _turns(row.get("conversations")), [ImageRef(images_dir / n, n) for n in names])

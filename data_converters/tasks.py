@@ -19,7 +19,8 @@ def vqa_sample(record_id: str, image: ImageRef, question: Any, answer: Any, extr
     """One image, one question, one answer; empty question/answer -> Skipped(empty_turn)."""
     question, answer = str(question or "").strip(), str(answer if answer is not None else "").strip()
     if not question or not answer:
-        return Skipped(record_id, EMPTY_TURN, f"question {question!r:.60} / answer {answer!r:.60}: both must be non-empty")
+        return Skipped(record_id, EMPTY_TURN,
+                       f"question {question!r:.60} / answer {answer!r:.60}: both must be non-empty")
     return Sample(record_id, chat(question + (SHORT_ANSWER if short_answer else ""), answer), [image], extra or {})
 
 

@@ -76,5 +76,6 @@ def _sample(record_id: str, q: dict, ann: dict, images_dir: Path, subtype: str) 
     if isinstance(image_id, bool) or not isinstance(image_id, int):
         return Skipped(record_id, MALFORMED, f"image_id {image_id!r:.40} is not an integer COCO id")
     name = f"COCO_{subtype}_{image_id:012d}.jpg"
-    return vqa_sample(record_id, ImageRef(images_dir / name, name), q.get("question"), ann.get("multiple_choice_answer"),
+    return vqa_sample(record_id, ImageRef(images_dir / name, name), q.get("question"),
+                      ann.get("multiple_choice_answer"),
                       {"question_id": q.get("question_id"), "answer_type": ann["answer_type"], "answers": answers})

@@ -42,8 +42,15 @@ from vlmrecipes.data_converters.images import (
     resize_to_max_pixels,
 )
 from vlmrecipes.data_converters.journal import RunJournal
-from vlmrecipes.data_converters.schema import MISSING_IMAGE, POLICY_REASONS, ImageRef, Record, Sample, Skipped, \
-    check_messages
+from vlmrecipes.data_converters.schema import (
+    MISSING_IMAGE,
+    POLICY_REASONS,
+    ImageRef,
+    Record,
+    Sample,
+    Skipped,
+    check_messages,
+)
 
 PARQUET_BATCH = 256  # rows per Parquet row group: bounded memory with embedded image bytes
 JPEG_QUALITY = 95  # re-encoding a JPEG (resize, rotation, CMYK): visually lossless, deterministic

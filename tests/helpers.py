@@ -14,6 +14,7 @@ os.environ.setdefault("VLMR_HOME", str(REPO))
 
 from vlmrecipes import smoke  # noqa: E402
 from vlmrecipes.smoke import free_port  # noqa: E402,F401  (re-exported for the tests)
+
 BIN = Path(sys.executable).parent  # the venv's bin: llamafactory-cli, vlmr, torchrun
 
 

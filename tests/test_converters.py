@@ -28,7 +28,8 @@ def convert(tmp_path: Path, source: str, *args: str, check: bool = True, name: s
     out = dataset_dir / name
     records = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()] \
         if (out / f"{split}.jsonl").exists() else None
-    report = json.loads((out / f"{split}.skipped.json").read_text()) if (out / f"{split}.skipped.json").exists() else None
+    skipped = out / f"{split}.skipped.json"
+    report = json.loads(skipped.read_text()) if skipped.exists() else None
     return proc, records, report
 
 
@@ -43,23 +44,25 @@ def _turns(*pairs):
 @pytest.fixture
 def llava_raw(tmp_path):
     raw = tmp_path / "raw"
-    _jpeg(raw / "images" / "GCC_train_000000001.jpg")
+    image = "GCC_train_000000001.jpg"
+    _jpeg(raw / "images" / image)
     (raw / "images" / "empty.jpg").write_bytes(b"")
     full = _jpeg(None, (64, 64))
     (raw / "images" / "cut.jpg").write_bytes(full[: len(full) - 40])  # headers intact, scan data cut
     ok = _turns(("human", "Provide a brief description of the given image.\n<image>"), ("gpt", "a red square"))
     records = [
-        {"id": "ok", "image": "GCC_train_000000001.jpg", "conversations": ok},
-        {"id": "multi", "image": "GCC_train_000000001.jpg",
-         "conversations": _turns(("human", "<image>\nWhat color?"), ("gpt", "red"), ("human", "Sure?"), ("gpt", "yes"))},
+        {"id": "ok", "image": image, "conversations": ok},
+        {"id": "multi", "image": image,
+         "conversations": _turns(("human", "<image>\nWhat color?"), ("gpt", "red"), ("human", "Sure?"),
+                                 ("gpt", "yes"))},
         {"id": "text", "conversations": _turns(("human", "hi"), ("gpt", "hello"))},
         {"id": "missing", "image": "nope.jpg", "conversations": ok},
         {"id": "empty", "image": "empty.jpg", "conversations": ok},
         {"id": "cut", "image": "cut.jpg", "conversations": ok},
-        {"id": "count", "image": "GCC_train_000000001.jpg", "conversations": _turns(("human", "no token"), ("gpt", "x"))},
-        {"id": "blank", "image": "GCC_train_000000001.jpg", "conversations": _turns(("human", "<image>"), ("gpt", " "))},
-        {"id": "roles", "image": "GCC_train_000000001.jpg", "conversations": _turns(("gpt", "<image>"), ("human", "x"))},
-        {"id": "badturn", "image": "GCC_train_000000001.jpg", "conversations": [{"from": "bot", "value": "x"}]},
+        {"id": "count", "image": image, "conversations": _turns(("human", "no token"), ("gpt", "x"))},
+        {"id": "blank", "image": image, "conversations": _turns(("human", "<image>"), ("gpt", " "))},
+        {"id": "roles", "image": image, "conversations": _turns(("gpt", "<image>"), ("human", "x"))},
+        {"id": "badturn", "image": image, "conversations": [{"from": "bot", "value": "x"}]},
         {"id": "badimage", "image": 3, "conversations": ok},
         "not an object",
     ]
@@ -141,7 +144,8 @@ def test_coco_captions(tmp_path):
                            {"id": 2, "image_id": 9, "caption": ""}, {"id": 3, "image_id": 77, "caption": "x"}]}
     (root / "annotations").mkdir()
     (root / "annotations" / "captions_train2017.json").write_text(json.dumps(ann))
-    _, records, report = convert(tmp_path, "coco-captions", "--input", str(root / "annotations" / "captions_train2017.json"))
+    captions = root / "annotations" / "captions_train2017.json"
+    _, records, report = convert(tmp_path, "coco-captions", "--input", str(captions))
     assert len(records) == 1 and records[0]["messages"][1]["content"] == "A red square."
     assert records[0]["image_id"] == 9 and records[0]["images"] == ["ds/media/000000000009.jpg"]
     assert reasons(report) == {"2": "empty_turn", "3": "malformed_record"}
@@ -153,10 +157,13 @@ def test_vqav2_keeps_ten_answers(tmp_path):
     questions = {"questions": [{"image_id": 42, "question": "What color?", "question_id": 420},
                                {"image_id": 42, "question": "Why?", "question_id": 421},
                                {"image_id": 42, "question": "How many?", "question_id": 422}]}
-    answers = [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(["red"] * 9 + ["pink"])]
+    answers = [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+               for i, a in enumerate(["red"] * 9 + ["pink"])]
     annotations = {"annotations": [
-        {"question_id": 422, "image_id": 42, "answer_type": "number", "multiple_choice_answer": "2", "answers": answers[:3]},
-        {"question_id": 420, "image_id": 42, "answer_type": "other", "multiple_choice_answer": "red", "answers": answers}]}
+        {"question_id": 422, "image_id": 42, "answer_type": "number", "multiple_choice_answer": "2",
+         "answers": answers[:3]},
+        {"question_id": 420, "image_id": 42, "answer_type": "other", "multiple_choice_answer": "red",
+         "answers": answers}]}
     (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps(questions))
     (root / "v2_mscoco_val2014_annotations.json").write_text(json.dumps(annotations))
     _, records, report = convert(tmp_path, "vqav2", "--input", str(root / "v2_OpenEnded_mscoco_val2014_questions.json"))
@@ -191,7 +198,9 @@ def test_minimind_parquet_and_legacy(tmp_path):
     import pyarrow.parquet as pq
 
     img = _jpeg(None)
-    conv = lambda text: json.dumps([{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}])
+    def conv(text):
+        return json.dumps([{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}])
+
     pq.write_table(pa.table({"conversations": [conv("<image>\n描述"), conv("你好"), conv("<image><image>两张"), "{bad"],
                              "image_bytes": [img, _jpeg(None, (4, 4), (0, 0, 0)), img, img]}),
                    tmp_path / "sft_i2t.parquet")
@@ -201,7 +210,8 @@ def test_minimind_parquet_and_legacy(tmp_path):
 
     _jpeg(tmp_path / "sft_images" / "0.jpg")
     _jpeg(tmp_path / "sft_images" / "1.jpg")
-    rows = [{"conversations": [{"role": "user", "content": "<image>\n<image>\n比较"}, {"role": "assistant", "content": "a"}],
+    rows = [{"conversations": [{"role": "user", "content": "<image>\n<image>\n比较"},
+                               {"role": "assistant", "content": "a"}],
              "image": "0.jpg, 1.jpg"},
             {"conversations": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "a"}],
              "image": "0.jpg, 1.jpg"}]
@@ -249,7 +259,8 @@ def test_vqa_rad_slake_pathvqa_answer_types(tmp_path):
     _jpeg(tmp_path / "slake" / "imgs" / "xmlab1" / "source.jpg")
     slake = [{"img_id": 1, "img_name": "xmlab1/source.jpg", "question": q, "answer": a, "q_lang": lang,
               "modality": "CT", "answer_type": t, "qid": i}
-             for i, (q, a, lang, t) in enumerate([("Is this CT?", "Yes", "en", "CLOSED"), ("这是什么?", "肝", "zh", "OPEN"),
+             for i, (q, a, lang, t) in enumerate([("Is this CT?", "Yes", "en", "CLOSED"),
+                                                  ("这是什么?", "肝", "zh", "OPEN"),
                                                   ("Which organ?", "", "en", "OPEN")])]
     (tmp_path / "slake" / "train.json").write_text(json.dumps(slake, ensure_ascii=False))
     _, records, report = convert(tmp_path, "slake", "--input", str(tmp_path / "slake" / "train.json"), name="slake")
@@ -266,7 +277,8 @@ def test_vqa_rad_slake_pathvqa_answer_types(tmp_path):
 
 def _affectnet_csv(path: Path, rows) -> None:
     header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
-    path.write_text("\n".join([header] + [f"{f},{x},{y},{w},{h},1.0;2.0,{e},0.1,0.2" for f, x, y, w, h, e in rows]) + "\n")
+    lines = [f"{f},{x},{y},{w},{h},1.0;2.0,{e},0.1,0.2" for f, x, y, w, h, e in rows]
+    path.write_text("\n".join([header, *lines]) + "\n")
 
 
 def test_affectnet_crop_labels_and_cap(tmp_path):
@@ -310,5 +322,6 @@ def test_image_folder(tmp_path):
     _, records, report = convert(tmp_path, "image-folder", "--input", str(tmp_path / "pets"), "--subject", "the food")
     assert [(r["label"], r["images"][0]) for r in records] == [("cat", "ds/media/cat/1.jpg"),
                                                                 ("hot dog", "ds/media/hot_dog/2.jpg")]
-    assert records[0]["messages"][0]["content"] == "<image>What is the food in the image? Answer with one of: cat, hot dog."
+    question = "<image>What is the food in the image? Answer with one of: cat, hot dog."
+    assert records[0]["messages"][0]["content"] == question
     assert reasons(report) == {"cat/notes.txt": "unreadable_image"}

@@ -68,8 +68,10 @@ def _dataset(folder: Path, name: str, kind: str) -> Path:
     path.write_text(json.dumps(_record(GOOD, "<image>What color?")) + "\n" + json.dumps(_record(image, user)) + "\n")
     info_path = folder / "dataset_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    info[name] = {"file_name": path.name, "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
-                  "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}
+    info[name] = {"file_name": path.name, "formatting": "sharegpt",
+                  "columns": {"messages": "messages", "images": "images"},
+                  "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                           "assistant_tag": "assistant"}}
     info_path.write_text(json.dumps(info))
     return path
 
@@ -141,7 +143,8 @@ def test_train_cli_names_the_record(tmp_path, tiny_model):
     proc = run_cli(["llamafactory-cli", "train", str(recipe)], check=False, timeout=600)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"vlmrecipes.plugins.dataset_errors.DatasetRecordError: dataset 'scans', record at {path}:2: "
+    assert last.startswith("vlmrecipes.plugins.dataset_errors.DatasetRecordError: "
+                           f"dataset 'scans', record at {path}:2: "
                            f"truncated_image: {tmp_path / 'media' / 'bad.png'}: image file is truncated"), last
     assert last.endswith(f"Run `vlmr validate scans --dataset-dir {tmp_path}` to list every record LLaMA-Factory "
                          "cannot load, before training again."), last
@@ -156,7 +159,8 @@ def test_unlocated_record_names_every_dataset_and_its_images(tmp_path):
     data_args = DataArguments(dataset="first,second", dataset_dir=str(tmp_path))
     message = describe_failure(data_args, {"images": [str(tmp_path / "elsewhere.png")], "prompt": []},
                                OSError("image file is truncated"))
-    assert message == (f"a record of dataset 'first' or 'second' (images: {tmp_path / 'elsewhere.png'}): OSError: image "
+    assert message == ("a record of dataset 'first' or 'second' "
+                       f"(images: {tmp_path / 'elsewhere.png'}): OSError: image "
                        f"file is truncated. Run `vlmr validate first --dataset-dir {tmp_path}` and `vlmr validate "
                        f"second --dataset-dir {tmp_path}` to list every record LLaMA-Factory cannot load, before "
                        "training again.")

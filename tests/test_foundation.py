@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from helpers import BIN, REPO, cli_env, run_cli
+from PIL import Image
 
 PY = str(BIN / "python")
 

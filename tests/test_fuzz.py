@@ -59,7 +59,8 @@ JSON_VALUES = st.recursive(
 @pytest.fixture(scope="module", autouse=True)
 def _report_examples():
     yield
-    print("\nfuzz examples tried: " + ", ".join(f"{k} {v}" for k, v in sorted(TRIED.items())) + f"; total {sum(TRIED.values())}")
+    tried = ", ".join(f"{k} {v}" for k, v in sorted(TRIED.items()))
+    print(f"\nfuzz examples tried: {tried}; total {sum(TRIED.values())}")
 
 
 def jpeg(size=(24, 16), color=(200, 30, 30)) -> bytes:
@@ -145,7 +146,8 @@ def _csv_bytes(table: Any) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
     for row in table if isinstance(table, list) else [[table]]:
-        writer.writerow([json.dumps(c) if not isinstance(c, str) else c for c in row] if isinstance(row, list) else [row])
+        cells = [json.dumps(c) if not isinstance(c, str) else c for c in row] if isinstance(row, list) else [row]
+        writer.writerow(cells)
     return out.getvalue().encode()
 
 
@@ -238,7 +240,8 @@ def _ai_challenger(root: Path) -> tuple[Path, Path]:
 def _minimind_legacy(root: Path) -> tuple[Path, Path]:
     put(root / "sft_images" / "0.jpg", jpeg())
     put(root / "sft_images" / "1.jpg", jpeg(color=(0, 0, 200)))
-    rows = [{"conversations": [{"role": "user", "content": "<image>\n<image>\n比较"}, {"role": "assistant", "content": "a"}],
+    rows = [{"conversations": [{"role": "user", "content": "<image>\n<image>\n比较"},
+                               {"role": "assistant", "content": "a"}],
              "image": "0.jpg, 1.jpg"},
             {"conversations": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "b"}],
              "image": "0.jpg"}]
@@ -339,7 +342,8 @@ TARGETS = {
     "ct-dicom-real-rtstruct": Target("ct", lambda root: _dicom_real(root, "rtstruct.dcm", slices=1), "bytes",
                                      lambda root: {"salt": "fuzz"}),
     "ct-nifti-gz-real": Target("ct", _nifti_gz, "bytes", lambda root: {"salt": "fuzz"}),
-    "ct-captions-csv": Target("ct", _ct_captions, "csv", lambda root: {"salt": "fuzz", "captions": root / "captions.csv"}),
+    "ct-captions-csv": Target("ct", _ct_captions, "csv",
+                              lambda root: {"salt": "fuzz", "captions": root / "captions.csv"}),
 }
 
 
@@ -457,8 +461,9 @@ def test_cli_reports_corrupt_inputs_without_a_traceback(tmp_path):
     proc = run_cli(["vlmr", "convert", "llava", "--input", str(chat), "--dataset-dir", str(tmp_path / "di")],
                    check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "chat.json" in proc.stderr
-    bad = put(tmp_path / "bad.jsonl", b'{"messages": [{"role": "user", "content": "\xff<image>"}], "images": ["../a.jpg"]}\n'
-                                      b'{"messages": 5}\nnot json\n')
+    bad = put(tmp_path / "bad.jsonl",
+              b'{"messages": [{"role": "user", "content": "\xff<image>"}], "images": ["../a.jpg"]}\n'
+              b'{"messages": 5}\nnot json\n')
     proc = run_cli(["vlmr", "validate", str(bad), "--dataset-dir", str(tmp_path)], check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
     assert [line.split(":")[1] for line in proc.stdout.splitlines()[:-1]] == ["1", "2", "3"]

@@ -261,13 +261,15 @@ def test_image_folder_of_16bit_scans_copy_writes_8bit_reference_is_rescaled_by_t
         written = Image.open(dataset_dir / "copied" / "media" / folder / "scan.png")
         assert written.mode == "RGB"  # 8 bits per sample
         source = str(tmp_path / "raw" / folder / "scan.png")
-        assert np.array_equal(np.asarray(written), np.asarray(plugin._regularize_images([source], **LIMITS)["images"][0]))
+        loaded = plugin._regularize_images([source], **LIMITS)["images"][0]
+        assert np.array_equal(np.asarray(written), np.asarray(loaded))
 
     run_cli([*convert, "--name", "referenced", "--media", "reference"])
     train = dataset_dir / "referenced" / "train.jsonl"
     report = check_dataset(resolve("referenced_train", dataset_dir), dataset_dir, True, ImageChecker())
     assert not report.errors
-    assert report.warnings == [f"{train}:{line}: warning: {tmp_path / 'raw' / folder / 'scan.png'}: I;16 image (values "
-                               "0..60000) rescaled by its own range to 8 bits for the model, so its contrast depends on "
-                               "each image's min and max: for a calibrated window (CT: Hounsfield units) window it to 8 "
-                               "bits yourself or use `vlmr convert ct`" for line, folder in ((1, "ct"), (2, "xray"))]
+    assert report.warnings == [f"{train}:{line}: warning: {tmp_path / 'raw' / folder / 'scan.png'}: I;16 image "
+                               "(values 0..60000) rescaled by its own range to 8 bits for the model, so its contrast "
+                               "depends on each image's min and max: for a calibrated window (CT: Hounsfield units) "
+                               "window it to 8 bits yourself or use `vlmr convert ct`"
+                               for line, folder in ((1, "ct"), (2, "xray"))]

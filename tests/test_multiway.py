@@ -147,8 +147,8 @@ def test_save_and_reload_with_remote_code_only(tiny, tmp_path):
 # What a user may have imported before loading a Multiway checkpoint; transformers imports its Auto modules from the
 # middle of each of these, which is when the plugin's hooks fire.
 IMPORTED_FIRST = ["pass", "from transformers import Qwen2_5_VLConfig",
-                  "import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "from transformers import PreTrainedModel",
-                  "import llamafactory.model.loader"]
+                  "import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",
+                  "from transformers import PreTrainedModel", "import llamafactory.model.loader"]
 
 
 @pytest.mark.parametrize("first", IMPORTED_FIRST)

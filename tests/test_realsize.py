@@ -48,7 +48,8 @@ def test_real_size_model(path):
     # LLaMA-Factory's LoRA ignores freeze_multi_modal_projector: a recipe that unfreezes the projector must
     # also make it trainable (additional_target), or the flag is a silent no-op.
     if size.projector_keys and recipe.get("freeze_multi_modal_projector") is False:
-        assert size.projector_trainable > 0, f"{path}: freeze_multi_modal_projector is false but the projector is frozen"
+        assert size.projector_trainable > 0, \
+            f"{path}: freeze_multi_modal_projector is false but the projector is frozen"
     elif size.projector_keys and recipe.get("freeze_multi_modal_projector", True):
         assert size.projector_trainable == 0, f"{path}: the projector trains although the recipe freezes it"
     assert size.image_tokens > 0 and size.vision_patches >= size.image_tokens

@@ -54,7 +54,8 @@ def chain(tmp_path_factory, tiny_model, demo_data) -> Path:
     data = demo_data()
     _train("siglip_qwen2_5_0_5b_stage1_align.yaml", work, data, 4, model_name_or_path=str(tiny_model("siglip_qwen")))
     # the tiny random LM needs a larger step than the recipes' 2e-5 / 2e-4 to move visibly in 12 steps
-    _train("siglip_qwen2_5_0_5b_stage2_full.yaml", work, data, 12, learning_rate="1.0e-3", gradient_checkpointing="false")
+    _train("siglip_qwen2_5_0_5b_stage2_full.yaml", work, data, 12, learning_rate="1.0e-3",
+           gradient_checkpointing="false")
     _train("siglip_qwen2_5_0_5b_stage2_lora.yaml", work, data, 4, gradient_checkpointing="false")
     run_cli(["llamafactory-cli", "export", str(RECIPES / "siglip_qwen2_5_0_5b_stage2_lora_export.yaml")], cwd=work)
     return work / "saves" / "siglip_qwen"
@@ -62,8 +63,8 @@ def chain(tmp_path_factory, tiny_model, demo_data) -> Path:
 
 def test_stage2_recipes_start_from_stage1_output():
     stage1 = recipes.load(RECIPES / "siglip_qwen2_5_0_5b_stage1_align.yaml")["output_dir"]
-    for name in ("siglip_qwen2_5_0_5b_stage2_full.yaml", "siglip_qwen2_5_0_5b_stage2_lora.yaml", "siglip_qwen2_5_0_5b_stage2_lora_export.yaml",
-                 "siglip_qwen2_5_0_5b_stage2_lora_predict.yaml"):
+    for name in ("siglip_qwen2_5_0_5b_stage2_full.yaml", "siglip_qwen2_5_0_5b_stage2_lora.yaml",
+                 "siglip_qwen2_5_0_5b_stage2_lora_export.yaml", "siglip_qwen2_5_0_5b_stage2_lora_predict.yaml"):
         assert recipes.load(RECIPES / name)["model_name_or_path"] == stage1, name
 
 
@@ -195,8 +196,8 @@ def test_multimodal_chat_template_keeps_text_chats_identical(tiny_model):
 
     processor = AutoProcessor.from_pretrained(tiny_model("siglip_qwen"))
     text_chat = [{"role": "user", "content": "What color is the square?"}, {"role": "assistant", "content": "red"}]
-    image_chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the square?"}]},
-                  {"role": "assistant", "content": "red"}]
+    question = [{"type": "image"}, {"type": "text", "text": "What color is the square?"}]
+    image_chat = [{"role": "user", "content": question}, {"role": "assistant", "content": "red"}]
     plain = processor.tokenizer.apply_chat_template(text_chat, tokenize=False,
                                                     chat_template=chat_template("qwen2_5"))
     assert processor.apply_chat_template(text_chat, tokenize=False) == plain

@@ -195,7 +195,7 @@ def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
 
 def build_siglip_qwen_model(args: argparse.Namespace) -> BuiltModel:
     """`vlmr build siglip-qwen --vision ... --llm ...`: the Llava model of the two stored configs (siglip_qwen's)."""
-    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers import AutoModel
 
     from vlmrecipes.plugins.siglip_qwen.build import llava_config
 

@@ -244,7 +244,8 @@ def bench_recipe(recipe_path: Path, args: argparse.Namespace, last_use: bool) ->
     try:
         ckpt = prepare_model(recipe_path, args.out / "checkpoints", args)
     except RuntimeError as error:  # a model that cannot be built (out of memory, say) is a result too
-        rows = [{"recipe": display_path(recipe_path), "mode": mode, "status": f"failed: {error}"} for mode in args.modes]
+        rows = [{"recipe": display_path(recipe_path), "mode": mode, "status": f"failed: {error}"}
+                for mode in args.modes]
         for row in rows:
             print(table_line(row), flush=True)
         return rows

@@ -210,8 +210,8 @@ def _text(rng: random.Random, words: list[str], tokens: int) -> str:
 
 def synthesize_data(recipe_path: Path, tokenizer, out: Path, samples: int, seed: int = 0) -> dict:
     """Write `samples` records (split evenly) for each dataset of the recipe; returns {dataset name: shape}."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     recipe = recipes.load(recipe_path)
     names = [d.strip() for d in str(recipe["dataset"]).split(",") if d.strip()]

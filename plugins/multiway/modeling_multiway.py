@@ -397,7 +397,8 @@ class MultiwayQwen2_5_VLForConditionalGeneration(MultiwayQwen2_5_VLPreTrainedMod
                 raise RuntimeError(
                     "The Multiway balance loss was computed without autograd: reentrant gradient checkpointing "
                     "runs the layers under no_grad, so the routers would never be balanced. Set "
-                    "`use_reentrant_gc: false` in the LLaMA-Factory recipe and leave out `gradient_checkpointing: true` "
+                    "`use_reentrant_gc: false` in the LLaMA-Factory recipe and leave out "
+                    "`gradient_checkpointing: true` "
                     "(the Trainer would re-enable it as reentrant); in plain transformers pass "
                     "gradient_checkpointing_kwargs={'use_reentrant': False}."
                 )

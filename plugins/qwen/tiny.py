@@ -146,8 +146,12 @@ def _build_qwen_vl(out_dir: Path, seed: int, classes: tuple, special: list[str],
 
 def build_qwen2_5_vl(out_dir: Path, seed: int = 0, text: dict | None = None, vision: dict | None = None) -> Path:
     """Qwen2_5_VLForConditionalGeneration (the class of Qwen/Qwen2.5-VL-*-Instruct)."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    from transformers import Qwen2VLVideoProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     classes = (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLVideoProcessor)
     return _build_qwen_vl(out_dir, seed, classes, QWEN2_5_SPECIAL, 14, text or {},
@@ -167,8 +171,7 @@ def build_qwen2_5_vl_demo(out_dir: Path, seed: int = 0) -> Path:
 
 def build_qwen3_vl(out_dir: Path, seed: int = 0) -> Path:
     """Qwen3VLForConditionalGeneration (Qwen/Qwen3-VL-*-Instruct and -Thinking): 16 px patches, DeepStack."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
-    from transformers import Qwen3VLVideoProcessor
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     classes = (Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
     # Qwen3-VL interleaves the (t, h, w) rotary sections

@@ -20,8 +20,16 @@ def tiny_vision(out_dir: Path, kind: str = "siglip", seed: int = 0) -> Path:
     google/siglip-* on the Hub) or "clip" (a CLIPVisionModel).
     """
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, SiglipConfig, SiglipImageProcessor
-    from transformers import SiglipModel, SiglipVisionConfig, SiglipVisionModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     dims = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=TINY_IMAGE_SIZE, patch_size=TINY_PATCH_SIZE)
