@@ -11,7 +11,9 @@ Every reader and writer of datasets goes through here:
   file is inside it, our `messages`/`images` columns and `role`/`content` tags;
 - resolving a dataset name or a file path to the file and its columns (`resolve`);
 - reading records: JSON Lines line by line (`iter_jsonl`, `read_jsonl`) and Parquet in batches (`iter_rows`),
-  each bad line named as `FILE:LINE` with the fix.
+  each bad line named as `FILE:LINE` with the fix;
+- the demo twins (`demo_twin`): the bundled synthetic dataset that stands in for each dataset our recipes name in
+  a `vlmr smoke` run. They live here, not in the user's registry, which `vlmr convert` rewrites.
 
 Every problem is a `DatasetError` (a ValueError) naming the file, the entry or line, and the fix; library code
 raises it and only the CLI entry points turn it into an exit status.
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from vlmrecipes.data_converters.splits import SPLITS
 
 INFO_FILE = "dataset_info.json"
 # The role/content tags of our ShareGPT records (LLaMA-Factory's defaults are LLaVA's from/value/human/gpt).
@@ -257,3 +261,31 @@ def resolve(name_or_file: str | Path, dataset_dir: Path) -> DatasetFile:
     columns = found.get("columns") or {}
     return DatasetFile(path, columns.get("messages", "messages"), columns.get("images", "images"),
                        found.get("tags"), name)
+
+
+# ------------------------------------------------------------------------------------------------------
+# demo twins
+# ------------------------------------------------------------------------------------------------------
+
+# Dataset name (a registered name less its split) -> the bundled demo dataset of the same task shape: the same
+# conversation layout and one image per question, generated offline by `vlmr demo-data`.
+DEMO_TWINS = {
+    "llava_instruct": "demo_shapes", "vqav2": "demo_shapes", "coco_captions": "demo_shapes",
+    "llava_cc3m_pretrain": "demo_shapes", "minimind_v_sft": "demo_shapes", "chinese_llava_instruct": "demo_shapes",
+    "medtrinity_ct": "demo_ct", "vqa_rad": "demo_ct", "slake": "demo_ct",
+    "affectnet": "demo_emotion", "fer2013": "demo_emotion",
+}
+
+
+def demo_twin(name: str, split: str = "train") -> str:
+    """The demo dataset standing in for the registered dataset `name`: its `_train` split for training data,
+    its `_test` split for evaluation data (`split` other than train). A demo dataset stands for itself."""
+    family = name.rsplit("_", 1)[0] if name.startswith("demo_") else DEMO_TWINS.get(name)
+    if family is None:  # a split name: fer2013_validation -> fer2013
+        base, _, suffix = name.rpartition("_")
+        family = DEMO_TWINS.get(base) if suffix in SPLITS else None
+    if family is None:
+        raise DatasetError(f"dataset {name!r}", "no demo twin to stand in for it in `vlmr smoke`",
+                           "convert it first (`vlmr smoke --data own`), or add its name to DEMO_TWINS in "
+                           "data_converters/datasets.py")
+    return f"{family}_{'train' if split == 'train' else 'test'}"

@@ -12,6 +12,7 @@ import pytest
 from helpers import REPO, run_cli
 
 from vlmrecipes import recipes
+from vlmrecipes.data_converters import datasets
 
 ALL = recipes.all_recipes(REPO / "recipes")
 TRAINING = [p for p in ALL if recipes.kind(recipes.load(p)) == "train"]
@@ -56,13 +57,23 @@ def test_recipe_lint(path):
         for name in str(recipe.get(key) or "").split(","):
             if name.strip():
                 assert name.strip() in info, f"{path}: {key} {name!r} is not in vlmrecipes/dataset_info.json"
-                recipes.demo_twin(name.strip(), info)  # smoke can substitute it
+                datasets.demo_twin(name.strip())  # smoke can substitute it
     text = path.read_text()
     assert "memory" in text.lower(), f"{path}: state the GPU memory the recipe needs in a comment"
     assert "### model" in text, f"{path}: use the ### model / ### method / ... sections"
     recipes.tiny_kind(recipe, path)
     if kind == "train":
         assert str(recipe.get("output_dir", "")).startswith("saves/"), f"{path}: output_dir under saves/"
+        # a rerun resumes (plugins/resume.py) instead of starting over on top of the checkpoints
+        assert "overwrite_output_dir" not in recipe, f"{path}: drop overwrite_output_dir (README: resume)"
+        assert recipe.get("report_to") == "tensorboard", f"{path}: report_to: tensorboard (README: tracking)"
+        # held-out loss: the dataset's validation split, or records held out of the training data
+        assert recipe.get("eval_strategy") == "steps" and ("eval_dataset" in recipe) != ("val_size" in recipe), \
+            f"{path}: evaluate during training (eval_dataset or val_size, eval_strategy: steps)"
+        if recipe.get("load_best_model_at_end"):
+            assert recipe["save_steps"] % recipe["eval_steps"] == 0, f"{path}: save_steps a multiple of eval_steps"
+        if "," in str(recipe["dataset"]):
+            assert "mix_strategy" in recipe, f"{path}: mixes sources: say how (mix_strategy, interleave_probs)"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Reading our recipes: which kind a YAML is, its companions, its model family and its demo twin data.
+"""Reading our recipes: which kind a YAML is, its `key=value` overrides, its companions and its model family.
 
 A recipe lives at `recipes/<task>/<model>_<method>.yaml`, its companions beside it as `<model>_<method>_predict.yaml`
 and `<model>_<method>_export.yaml`. The YAML files directly under `recipes/` are the headline aliases (symbolic
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from vlmrecipes.data_converters.datasets import DatasetError, DatasetInfo, load_info
+from vlmrecipes.data_converters.datasets import DatasetInfo, load_info
 from vlmrecipes.paths import BUNDLED_INFO, BUNDLED_RECIPES, DATASET_DIR, RECIPES_DIR
 from vlmrecipes.plugins.architectures import ARCHITECTURES
 
@@ -111,14 +111,3 @@ def dataset_info(dataset_dir: Path = DATASET_DIR) -> DatasetInfo:
 def bundled_dataset_info() -> DatasetInfo:
     """The registry shipped with the package: the demo datasets and the recipes' datasets with their demo twins."""
     return load_info(BUNDLED_INFO.parent)
-
-
-def demo_twin(dataset: str, info: DatasetInfo, split: str = "train") -> str:
-    """The demo dataset standing in for `dataset` in a smoke run: its `vlmr_demo` entry, or itself if a demo."""
-    if dataset.startswith("demo_"):
-        return dataset
-    twin = info.entry(dataset).get("vlmr_demo")
-    if twin is None:
-        raise DatasetError(f"{info.path}: entry {dataset!r}", 'no "vlmr_demo" key naming its demo twin',
-                           'add "vlmr_demo": "demo_<shapes|ct|emotion>_train" to the entry')
-    return twin if split == "train" else twin.replace("_train", "_test")

@@ -1,13 +1,19 @@
-"""`vlmr smoke RECIPE`: prove a recipe runs, on the CPU, before spending GPU hours on it.
+"""`vlmr smoke RECIPE [key=value ...]`: prove a recipe runs, on the CPU, before spending GPU hours on it.
 
 Runs the real `llamafactory-cli train RECIPE` for a few steps with the recipe's own settings, except:
 - the model: the tiny random-weight twin of the recipe's family (chosen by its template, see `vlmr tiny`);
-- the data: the demo twin of each dataset (`vlmr_demo` in dataset_info.json, see `vlmr demo-data`);
+- the data (`--data`): `own` trains on the first records of the datasets you converted (`vlmr convert`), `demo` on
+  each dataset's bundled demo twin (`datasets.demo_twin`, see `vlmr demo-data`); `auto` (the default) takes yours
+  where a dataset is registered with records, and its demo twin otherwise, so smoke works before and after
+  `vlmr convert`. Only as many records as the steps use are read (`max_samples`);
 - the length: `max_steps`;
-- GPU-only switches that cannot run on a CPU: bf16/fp16, flash attention, Liger kernels, and DeepSpeed in a
-  single process. With `--nproc 2` or more the recipe's own `deepspeed` config is kept (or `--deepspeed` given),
-  and DeepSpeed runs its ZeRO stage over gloo on the CPU ranks.
-All of these go through LLaMA-Factory's own `key=value` CLI overrides; the recipe file is not edited.
+- GPU-only switches that cannot run on a CPU (`recipes.CPU_SWITCHES`): bf16/fp16, flash attention, Liger kernels,
+  and DeepSpeed in a single process. With `--nproc 2` or more the recipe's own `deepspeed` config is kept (or
+  `--deepspeed` given), and DeepSpeed runs its ZeRO stage over gloo on the CPU ranks;
+- trackers: TensorBoard is kept (its event files land in the smoke's output), remote ones (W&B, ...) are off.
+Your own `key=value` arguments come last and win over all of these (`model_name_or_path=/path` smokes a local
+model). Everything goes through LLaMA-Factory's own `key=value` CLI overrides; the recipe file is not edited, and
+each command is printed before it runs, ready to copy.
 After training it checks what the log alone cannot show: the steps ran, every logged loss is finite, the weights
 were saved, and under DeepSpeed the checkpoint holds one ZeRO shard per rank. Then it runs the recipe's
 companions `<name>_predict.yaml` and `<name>_export.yaml` the same way and reloads the exported model with plain
@@ -20,27 +26,27 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from vlmrecipes import recipes
+from vlmrecipes.data_converters import datasets
 from vlmrecipes.paths import DATASET_DIR, HOME
+from vlmrecipes.progress import watch
 
 CACHE = HOME / ".cache"
+# The CPU switches, and what keeps a smoke run small and self-contained.
 CPU_OVERRIDES = {
-    "bf16": "false",
-    "fp16": "false",
-    "flash_attn": "auto",
-    "enable_liger_kernel": "false",
-    "deepspeed": "null",
-    "report_to": "none",
+    **recipes.CPU_SWITCHES,
     "preprocessing_num_workers": "1",
     "dataloader_num_workers": "0",
     "overwrite_cache": "true",
     "ddp_timeout": "600",
 }
+LOCAL_TRACKERS = {"tensorboard"}  # written to the output folder; the others need an account and the network
 
 
 def tiny_model(kind: str, cache: Path = CACHE) -> Path:
@@ -72,9 +78,12 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Path, nproc: int = 1) -> float:
+def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Path, nproc: int = 1,
+                 progress: Path | None = None) -> float:
     """Run `llamafactory-cli COMMAND RECIPE k=v ...`; raise with the log's tail on failure. Returns seconds.
 
+    The command is printed first (stderr), ready to copy; its output goes to `log`. `progress`: the run's
+    output_dir, whose trainer_log.jsonl is followed for a progress bar (vlmrecipes.progress).
     nproc > 1 makes LLaMA-Factory launch itself through torchrun (FORCE_TORCHRUN), one CPU process per rank.
     """
     # This interpreter's LLaMA-Factory: its script when it has one, else the module (a venv that layers another's
@@ -83,18 +92,23 @@ def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Pat
     args = [str(exe)] if exe.exists() else [sys.executable, "-m", "llamafactory.cli"]
     args += [command, str(recipe)]
     args += [f"{k}={v}" for k, v in overrides.items()]
+    env = cli_env()
+    launch = {"CUDA_VISIBLE_DEVICES": env["CUDA_VISIBLE_DEVICES"]}
+    if nproc > 1:
+        launch.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(nproc), MASTER_PORT=str(free_port()))
+    env.update(launch)
+    shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in launch.items()) + " " + shlex.join(args)
+    print(f"$ cd {shlex.quote(str(HOME))} && {shown}", file=sys.stderr, flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(log, "w") as f:
-        f.write(" ".join(args) + "\n")
+        f.write(shown + "\n")
         f.flush()
-        env = cli_env()
-        if nproc > 1:
-            env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(nproc), MASTER_PORT=str(free_port()))
-        proc = subprocess.run(args, check=False, cwd=HOME, env=env, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(args, cwd=HOME, env=env, stdout=f, stderr=subprocess.STDOUT)
+        returncode = watch(proc, progress, f"{command} {Path(recipe).stem}") if progress else proc.wait()
+    if returncode != 0:
         tail = log.read_text()[-4000:]
-        raise RuntimeError(f"llamafactory-cli {command} {recipe} failed (exit {proc.returncode}); log: {log}\n{tail}")
+        raise RuntimeError(f"llamafactory-cli {command} {recipe} failed (exit {returncode}); log: {log}\n{tail}")
     return time.time() - start
 
 
@@ -189,62 +203,113 @@ def logged_deepspeed_config(config: str | Path, out: Path) -> Path:
     return logged
 
 
+DATA_CHOICES = ("auto", "own", "demo")
+
+
+def has_records(name: str, dataset_dir: Path = DATASET_DIR) -> bool:
+    """Is `name` registered in `dataset_dir` with a file that holds at least one record?"""
+    try:
+        found = datasets.resolve(name, dataset_dir)
+    except datasets.DatasetError:
+        return False
+    return next(datasets.iter_rows(found.path), None) is not None
+
+
+def pick_data(names: list[str], data: str, split: str = "train", dataset_dir: Path = DATASET_DIR) -> dict[str, str]:
+    """Each dataset name -> what a smoke run reads for it: the name itself (your converted data) or its demo twin.
+
+    `data`: "own" (yours, an error when a dataset is not converted), "demo" (the twins), "auto" (yours where it has
+    records, else the twin). `split` other than "train" picks the twins' test split (evaluation data).
+    """
+    if data not in DATA_CHOICES:
+        raise ValueError(f"data must be one of {', '.join(DATA_CHOICES)}, not {data!r}")
+    picked = {}
+    for name in names:
+        own = data != "demo" and has_records(name, dataset_dir)
+        if data == "own" and not own:
+            raise datasets.DatasetError(f"dataset {name!r}", f"not registered with records in {dataset_dir}",
+                                        "convert it first (`vlmr convert`, the recipe's header says how), or smoke "
+                                        "on its demo twin (`--data demo`)")
+        picked[name] = name if own else datasets.demo_twin(name, split)
+    return picked
+
+
+def _describe(picked: dict[str, str]) -> str:
+    return ", ".join(name if name == used else f"{name} -> {used} (demo twin)" for name, used in picked.items())
+
+
 def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc: int = 1,
-          deepspeed: str | None = None, train_only: bool = False) -> dict:
+          deepspeed: str | None = None, train_only: bool = False, data: str = "auto",
+          overrides: list[str] | None = None) -> dict:
     """Train, predict and export `recipe_path` on its tiny twin; returns a summary (paths and seconds).
 
-    `nproc` ranks train through torchrun on the CPU: through the DeepSpeed engine with `deepspeed` (a config
-    path) or else the recipe's own `deepspeed` config, otherwise DDP over gloo (the CPU backend).
+    `data`: whose records to train on (`pick_data`). `overrides`: the user's `key=value` arguments, applied to the
+    training command after smoke's own (so they win). `nproc` ranks train through torchrun on the CPU: through the
+    DeepSpeed engine with `deepspeed` (a config path) or else the recipe's own `deepspeed` config, otherwise DDP
+    over gloo (the CPU backend).
     """
     recipe_path = Path(recipe_path).resolve()
-    recipe = recipes.load(recipe_path)
+    user = recipes.parse_overrides(overrides or [])
+    recipe = recipes.load(recipe_path, user)
     if recipes.kind(recipe) != "train":
         raise ValueError(f"{recipe_path} is a {recipes.kind(recipe)} recipe; smoke its training recipe instead")
-    info = recipes.dataset_info()
-    tiny = tiny_model(recipes.tiny_kind(recipe, recipe_path))
-    train_data = [recipes.demo_twin(d, info) for d in _datasets(recipe["dataset"])]
-    ensure_demo_data(train_data)
+    model = Path(user["model_name_or_path"]) if "model_name_or_path" in user else \
+        tiny_model(recipes.tiny_kind(recipe, recipe_path))
+    train_data = pick_data(_datasets(recipe["dataset"]), data)
+    eval_data = pick_data(_datasets(recipe["eval_dataset"]), data, "test") if "eval_dataset" in recipe else {}
+    ensure_demo_data([*train_data.values(), *eval_data.values()])
+    print(f"smoke data: {_describe({**train_data, **eval_data})}", file=sys.stderr)
     lora = recipe.get("finetuning_type", "lora") == "lora"
-    summary: dict = {"recipe": str(recipe_path), "tiny_model": str(tiny), "deepspeed": None, "seconds": {}}
+    summary: dict = {"recipe": str(recipe_path), "tiny_model": str(model), "deepspeed": None, "seconds": {},
+                     "data": {**train_data, **eval_data}}
 
     train_out = out / "train"
-    overrides = {**CPU_OVERRIDES, "model_name_or_path": str(tiny), "dataset": ",".join(train_data),
-                 "dataset_dir": str(DATASET_DIR), "output_dir": str(train_out), "max_steps": str(steps),
-                 "logging_steps": "1", "overwrite_output_dir": "true"}
+    # only the records the steps use, from each dataset: preprocessing a whole converted dataset would take hours
+    records = steps * nproc * int(recipe.get("per_device_train_batch_size", 1)) * \
+        int(recipe.get("gradient_accumulation_steps", 1))
+    tracker = "tensorboard" if "tensorboard" in str(recipe.get("report_to")) else "none"
+    train = {**CPU_OVERRIDES, "model_name_or_path": str(model), "dataset": ",".join(train_data.values()),
+             "dataset_dir": str(DATASET_DIR), "output_dir": str(train_out), "max_steps": str(steps),
+             "max_samples": str(records), "logging_steps": "1", "overwrite_output_dir": "true", "report_to": tracker}
+    if eval_data:
+        train["eval_dataset"] = ",".join(eval_data.values())
+    if recipe.get("eval_strategy", "no") != "no":  # evaluate and save at the last step (load_best_model_at_end)
+        train.update(eval_steps=str(steps), save_steps=str(steps))
     if nproc > 1:
         deepspeed = deepspeed or recipe.get("deepspeed")
         summary["deepspeed"] = deepspeed
         # a checkpoint at the last step: DeepSpeed writes each rank's ZeRO shard there
-        overrides.update({"deepspeed": str(logged_deepspeed_config(deepspeed, out)), "save_strategy": "steps",
-                          "save_steps": str(steps)} if deepspeed else {"ddp_backend": "gloo"})
+        train.update({"deepspeed": str(logged_deepspeed_config(deepspeed, out)), "save_strategy": "steps",
+                      "save_steps": str(steps)} if deepspeed else {"ddp_backend": "gloo"})
     elif deepspeed:
         raise ValueError("--deepspeed needs --nproc 2 or more: DeepSpeed runs under a distributed launcher")
-    if "eval_dataset" in recipe:
-        overrides["eval_dataset"] = ",".join(recipes.demo_twin(d, info, "test") for d in _datasets(recipe["eval_dataset"]))
-    summary["seconds"]["train"] = llamafactory("train", recipe_path, overrides, out / "train.log", nproc)
+    train.update({pair.partition("=")[0]: pair.partition("=")[2] for pair in overrides or []})  # yours, verbatim
+    summary["seconds"]["train"] = llamafactory("train", recipe_path, train, out / "train.log", nproc, train_out)
     summary["train_output"] = str(train_out)
-    summary["checks"] = check_training(train_out, steps, nproc if summary["deepspeed"] else 0, tiny)
+    summary["checks"] = check_training(train_out, steps, nproc if summary["deepspeed"] else 0, model)
     if train_only:
         return summary
-    trained = {"model_name_or_path": str(tiny), "adapter_name_or_path": str(train_out)} if lora else {
+    trained = {"model_name_or_path": str(model), "adapter_name_or_path": str(train_out)} if lora else {
         "model_name_or_path": str(train_out)}
 
     predict_path = recipes.companion(recipe_path, "predict")
     if predict_path is not None:
         predict = recipes.load(predict_path)
-        test_data = [recipes.demo_twin(d, info, "test") for d in _datasets(predict["eval_dataset"])]
-        ensure_demo_data(test_data)
-        overrides = {**CPU_OVERRIDES, **trained, "eval_dataset": ",".join(test_data),
-                     "dataset_dir": str(DATASET_DIR), "output_dir": str(out / "predict"), "max_samples": str(samples),
-                     "max_new_tokens": str(min(int(predict.get("max_new_tokens", 16)), 16)),
-                     "overwrite_output_dir": "true"}
-        summary["seconds"]["predict"] = llamafactory("train", predict_path, overrides, out / "predict.log")
+        test_data = pick_data(_datasets(predict["eval_dataset"]), data, "test")
+        ensure_demo_data(list(test_data.values()))
+        summary["data"].update(test_data)
+        settings = {**CPU_OVERRIDES, **trained, "eval_dataset": ",".join(test_data.values()),
+                    "dataset_dir": str(DATASET_DIR), "output_dir": str(out / "predict"), "max_samples": str(samples),
+                    "max_new_tokens": str(min(int(predict.get("max_new_tokens", 16)), 16)),
+                    "overwrite_output_dir": "true"}
+        summary["seconds"]["predict"] = llamafactory("train", predict_path, settings, out / "predict.log",
+                                                     progress=out / "predict")
         summary["predictions"] = str(out / "predict" / "generated_predictions.jsonl")
 
     export_path = recipes.companion(recipe_path, "export")
     if export_path is not None:
-        overrides = {**trained, "export_dir": str(out / "export"), "export_device": "cpu"}
-        summary["seconds"]["export"] = llamafactory("export", export_path, overrides, out / "export.log")
+        settings = {**trained, "export_dir": str(out / "export"), "export_device": "cpu"}
+        summary["seconds"]["export"] = llamafactory("export", export_path, settings, out / "export.log")
         summary["export"] = str(out / "export")
         start = time.time()
         summary["reload_generation"] = reload_and_generate(out / "export")
@@ -274,6 +339,11 @@ def reload_and_generate(model_dir: Path, max_new_tokens: int = 4) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", type=Path, help="a training recipe, e.g. recipes/medct_lora.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="recipe keys for the training run, applied last (e.g. model_name_or_path=/path)")
+    parser.add_argument("--data", choices=DATA_CHOICES, default="auto",
+                        help="own: the first records of your converted datasets; demo: their bundled demo twins; "
+                             "auto (default): yours where converted, else the twin")
     parser.add_argument("--steps", type=int, default=2, help="training steps (default 2)")
     parser.add_argument("--samples", type=int, default=4, help="test samples to predict (default 4)")
     parser.add_argument("--out", type=Path, help="output folder (default outputs/smoke/<recipe name>)")
@@ -281,12 +351,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deepspeed", help="with --nproc > 1: a DeepSpeed config instead of the recipe's, e.g. "
                         "recipes/deepspeed/ds_z2_config.json")
     parser.add_argument("--train-only", action="store_true", help="train and check it; skip predict, export, reload")
+    parser.parse_args = parser.parse_intermixed_args  # overrides may follow the options, as with llamafactory-cli
 
 
 def run(args: argparse.Namespace) -> int:
     out = (args.out or HOME / "outputs" / "smoke" / args.recipe.stem).resolve()
     try:
-        summary = smoke(args.recipe, out, args.steps, args.samples, args.nproc, args.deepspeed, args.train_only)
+        summary = smoke(args.recipe, out, args.steps, args.samples, args.nproc, args.deepspeed, args.train_only,
+                        args.data, args.overrides)
+    except (datasets.DatasetError, recipes.RecipeError) as exc:  # nothing ran: a dataset or an override to fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SmokeFailure as failure:
         print(f"smoke FAILED: {args.recipe}: {failure}", file=sys.stderr)
         return 1
