@@ -11,7 +11,7 @@ WORKERS ?= 2
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip "setuptools>=69,<82" wheel
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,eval]'  # eval: lmms-eval for tests/test_lmms_tasks.py (pyproject.toml)
 	$(BIN)/vlmr install-hook
 	$(BIN)/vlmr init .
 	$(BIN)/vlmr doctor --quiet
