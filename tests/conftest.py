@@ -70,5 +70,6 @@ def trained_demo(tmp_path_factory):
     with FileLock(str(out) + ".lock"):
         if not (out / "stdout.txt").exists():
             proc = run_cli(["vlmr", "demo", "--out", str(out)], timeout=1200)
+            (out / "stderr.txt").write_text(proc.stderr)  # the commands and progress lines (test_demo.py)
             (out / "stdout.txt").write_text(proc.stdout)
     return out, (out / "stdout.txt").read_text()

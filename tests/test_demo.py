@@ -14,6 +14,9 @@ def test_demo_learns_the_held_out_split(trained_demo):
     assert result["accuracy_before"] < 0.6, stdout
     assert result["accuracy_after"] >= 0.9, stdout
     assert "held-out accuracy after training" in stdout
+    # progress while it trains (LLaMA-Factory's trainer_log.jsonl, a line per tenth when not on a terminal)
+    progress = [line for line in (out / "stderr.txt").read_text().splitlines() if line.startswith("train: ")]
+    assert len(progress) >= 9 and progress[-1].startswith("train: 1125/1125 steps (100%)"), progress
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ Hub: a model that is neither local, cached nor downloadable now is one error lin
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import pytest
@@ -45,3 +46,13 @@ def test_validate_with_a_local_model_and_overrides(tiny_model, demo_data):
     assert "records exceed cutoff_len 130 (longest 139 tokens" in proc.stdout  # the override, not the recipe's 1024
     misplaced = run_cli(["vlmr", "validate", "demo_ct_test", "cutoff_len=130"], check=False)
     assert misplaced.returncode == 2 and "add --recipe RECIPE" in misplaced.stderr
+
+
+def test_realsize_takes_overrides(capsys):
+    from vlmrecipes import realsize
+
+    recipe = REPO / "recipes" / "emotion" / "qwen3_vl_4b_lora.yaml"  # lora_rank 8
+    realsize.run(argparse.Namespace(recipes=[str(recipe), "lora_rank=16"]))
+    rank16 = realsize.measure(recipe, {"lora_rank": 16}).lora_params
+    assert f"{rank16:,} in LoRA adapters" in capsys.readouterr().out
+    assert rank16 == 2 * realsize.measure(recipe).lora_params

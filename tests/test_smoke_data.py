@@ -49,7 +49,7 @@ def test_smoke_trains_on_converted_data(tmp_path, tiny_model):
     assert shown.endswith(logged) and f"model_name_or_path={model}" in shlex.split(logged)
     assert "dataset=fer2013_train" in logged and "max_samples=64" in logged
     # progress from LLaMA-Factory's trainer_log.jsonl (a line per tenth when stderr is not a terminal)
-    assert "train qwen3_vl_4b_lora: 2/2 steps (100%), loss " in proc.stderr
+    assert "qwen3_vl_4b_lora: 2/2 steps (100%), loss " in proc.stderr
     # held-out loss on the converted validation split, and the best checkpoint reloaded at the end
     state = json.loads((out / "train" / "trainer_state.json").read_text())
     assert any("eval_loss" in entry for entry in state["log_history"])

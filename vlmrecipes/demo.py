@@ -25,7 +25,7 @@ TRAIN_ARGS = {
     "stage": "sft", "do_train": True, "finetuning_type": "full", "freeze_vision_tower": False,
     "dataset": "demo_shapes_train", "template": "qwen2_vl", "cutoff_len": 256,
     "per_device_train_batch_size": 8, "learning_rate": 1.0e-3, "num_train_epochs": 3,
-    "lr_scheduler_type": "cosine", "warmup_ratio": 0.05, "logging_steps": 20, "save_strategy": "no",
+    "lr_scheduler_type": "cosine", "warmup_ratio": 0.05, "logging_steps": 10, "save_strategy": "no",
 }
 PREDICT_ARGS = {
     "stage": "sft", "do_predict": True, "predict_with_generate": True, "finetuning_type": "full",
@@ -45,9 +45,11 @@ def accuracy(predictions: Path) -> float:
 
 
 def _run(command_args: dict, out: Path, name: str) -> float:
+    """`llamafactory-cli train` on `command_args` written as `<name>.yaml`; its log in `<name>.log`, its progress
+    (LLaMA-Factory's trainer_log.jsonl) shown while it runs."""
     config = out / f"{name}.yaml"
     config.write_text(yaml.safe_dump(command_args, sort_keys=False))
-    return llamafactory("train", config, {}, out / f"{name}.log")
+    return llamafactory("train", config, {}, out / f"{name}.log", progress=Path(command_args["output_dir"]))
 
 
 def demo(out: Path, epochs: int = TRAIN_ARGS["num_train_epochs"]) -> dict:

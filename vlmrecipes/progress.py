@@ -40,10 +40,12 @@ class _TrainerLog:
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
-def describe(entry: dict) -> str:
-    """`loss 0.4121, 12 s elapsed, 0:00:48 left` from one trainer_log entry (the keys it has)."""
+def describe(entry: dict, times: bool = True) -> str:
+    """`loss 0.4121, 0:00:12 elapsed, 0:00:48 left` from one trainer_log entry (the keys it has); `times=False`
+    leaves the times to the tqdm bar, which shows its own."""
     parts = [f"{key} {entry[key]:.4f}" for key in ("loss", "eval_loss") if entry.get(key) is not None]
-    parts += [f"{entry['elapsed_time']} elapsed, {entry['remaining_time']} left"] if "elapsed_time" in entry else []
+    if times and "elapsed_time" in entry:
+        parts.append(f"{entry['elapsed_time']} elapsed, {entry['remaining_time']} left")
     return ", ".join(parts)
 
 
@@ -55,7 +57,7 @@ def watch(proc: subprocess.Popen, output_dir: Path, desc: str) -> int:
     log = _TrainerLog(Path(output_dir) / TRAINER_LOG)
     log.offset = log.path.stat().st_size if log.path.exists() else 0
     interactive = sys.stderr.isatty()
-    bar = tqdm(desc=desc, unit=" steps", disable=not interactive, dynamic_ncols=True)
+    bar = tqdm(desc=desc, unit=" steps", disable=not interactive)
     next_tenth = 1
     while True:
         try:
@@ -70,7 +72,7 @@ def watch(proc: subprocess.Popen, output_dir: Path, desc: str) -> int:
             if interactive:
                 bar.total = total
                 bar.update(step - bar.n)
-                bar.set_postfix_str(describe(entry), refresh=True)
+                bar.set_postfix_str(describe(entry, times=False), refresh=True)
             elif step * 10 >= next_tenth * total:
                 print(f"{desc}: {step}/{total} steps ({step / total:.0%}), {describe(entry)}", file=sys.stderr,
                       flush=True)

@@ -468,7 +468,8 @@ def report(size: RealSize) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE", help="training recipe(s)")
+    parser.add_argument("recipes", nargs="+", metavar="RECIPE|key=value",
+                        help="training recipe(s), then recipe keys to override in each (e.g. lora_rank=16)")
 
 
 def quiet_llamafactory() -> None:
@@ -479,8 +480,9 @@ def quiet_llamafactory() -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_llamafactory()
     failed = 0
-    for path in args.recipes:
-        size = measure(path)
+    overrides = recipe_files.parse_overrides([item for item in args.recipes if "=" in item])
+    for path in (Path(item) for item in args.recipes if "=" not in item):
+        size = measure(path, overrides)
         print(report(size))
         failed += sum(abs(check.relative_error) > TOLERANCE for check in size.checks)
     if failed:

@@ -105,7 +105,7 @@ def llamafactory(command: str, recipe: Path, overrides: dict[str, str], log: Pat
         f.write(shown + "\n")
         f.flush()
         proc = subprocess.Popen(args, cwd=HOME, env=env, stdout=f, stderr=subprocess.STDOUT)
-        returncode = watch(proc, progress, f"{command} {Path(recipe).stem}") if progress else proc.wait()
+        returncode = watch(proc, progress, Path(recipe).stem) if progress else proc.wait()
     if returncode != 0:
         tail = log.read_text()[-4000:]
         raise RuntimeError(f"llamafactory-cli {command} {recipe} failed (exit {returncode}); log: {log}\n{tail}")
