@@ -23,8 +23,20 @@ from types import ModuleType
 from tqdm import tqdm
 
 from vlmrecipes.data_converters import (
-    affectnet, ai_challenger, coco_captions, ct, fer2013, image_folder, llava, medtrinity, minimind,
-    pathvqa, slake, splits, vqa_rad, vqav2,
+    affectnet,
+    ai_challenger,
+    coco_captions,
+    ct,
+    fer2013,
+    image_folder,
+    llava,
+    medtrinity,
+    minimind,
+    pathvqa,
+    slake,
+    splits,
+    vqa_rad,
+    vqav2,
 )
 from vlmrecipes.data_converters.datasets import entry_for, register
 from vlmrecipes.data_converters.readers import SourceError

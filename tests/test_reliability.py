@@ -32,7 +32,8 @@ def test_sigkilled_converter_keeps_the_previous_output_and_reruns(tmp_path):
     args = ["--dataset-dir", str(dataset_dir), "--name", "ds", "--max-pixels", "1024"]
     run_cli(["vlmr", "convert", "llava", "--input", str(small), *args])
     out = dataset_dir / "ds"
-    before = {p: p.read_bytes() for p in (out / "train.jsonl", out / "train.skipped.json", dataset_dir / "dataset_info.json")}
+    kept = (out / "train.jsonl", out / "train.skipped.json", dataset_dir / "dataset_info.json")
+    before = {p: p.read_bytes() for p in kept}
 
     proc = subprocess.Popen([str(BIN / "vlmr"), "convert", "llava", "--input", str(big), *args], env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

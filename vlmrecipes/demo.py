@@ -38,8 +38,8 @@ COMMON = {"dataset_dir": str(DATASET_DIR), "overwrite_output_dir": True, "overwr
 
 def accuracy(predictions: Path) -> float:
     """Exact match (VQA-normalised) of LLaMA-Factory's generated_predictions.jsonl, as `vlmr eval` scores it."""
-    from vlmrecipes.eval.metrics import exact_match, mean
     from vlmrecipes.eval.data import load_predictions
+    from vlmrecipes.eval.metrics import exact_match, mean
 
     return mean(exact_match(row["predict"], row["label"]) for row in load_predictions(predictions))
 
