@@ -2,9 +2,9 @@
 
 Everything the rest of vlm-recipes needs to know about an architecture is in its record: what the plugin
 registers with LLaMA-Factory and transformers (templates, multimodal plugins, LlamaBoard entries, composite-model
-keys, Auto classes), its tiny twin, its `vlmr build` subcommand and the recipe templates it serves. The records
-are listed once, in `plugins/architectures.py`; `registry`, `vlmr tiny`, `vlmrecipes.recipes` and `vlmr build`
-derive their tables from that list.
+keys, Auto classes), its tiny twin, its `vlmr build` subcommand (and the config it would build, for `vlmr realsize`)
+and the recipe templates it serves. The records are listed once, in `plugins/architectures.py`; `registry`,
+`vlmr tiny`, `vlmrecipes.recipes`, `vlmr build` and `vlmr realsize` derive their tables from that list.
 
 A record holds small values and functions. Whatever imports LLaMA-Factory or a model class is behind a loader
 (`mm_plugins`, `AutoClasses.load`): the registry reads the records while transformers is still importing itself
@@ -40,6 +40,57 @@ class AutoClasses:
 
 
 @dataclass(frozen=True)
+class StoredCheckpoint:
+    """What `vlmr realsize` knows of a pretrained checkpoint without downloading it (its stored files).
+
+    Attributes:
+        config: the transformers config of the checkpoint's config.json.
+        tokenizer_size: the number of entries of its tokenizer (`len(tokenizer)`) where stored, else None.
+    """
+
+    config: object
+    tokenizer_size: int | None = None
+
+
+@dataclass(frozen=True)
+class PretrainedPart:
+    """A pretrained checkpoint a built model is made of, checked against the checkpoint's published parameter count.
+
+    Attributes:
+        checkpoint: its hub id.
+        what: the check's name in reports, a `str.format` template: `{checkpoint}` is the hub id and, where `owns`
+            is set, `{others}` the built model's parameters outside this part.
+        owns: whether a parameter of the built model, by name, comes from the checkpoint (tied weights counted
+            once). None: the build keeps only a piece of the checkpoint (the vision half of a SigLIP pair), so the
+            checkpoint's own whole model, built from its stored config, is counted instead.
+    """
+
+    checkpoint: str
+    what: str
+    owns: Callable[[str], bool] | None = None
+
+
+@dataclass(frozen=True)
+class ComposedConfig:
+    """The model a `vlmr build` command line would write, as a config without weights (`vlmr realsize` builds it).
+
+    Attributes:
+        config: its transformers config (a class AutoModelForImageTextToText builds once the plugin is loaded).
+        parts: the pretrained checkpoints it is made of, each compared with its published parameter count.
+        description: what the model is, for reports, e.g. "Multiway on Qwen/Qwen2.5-VL-3B-Instruct".
+        label: a short name for tables, e.g. "Multiway-Qwen2.5-VL-3B-Instruct".
+        image_processor_of: the stored checkpoint whose (Qwen-style) image processor the model uses; None for a
+            fixed-size tower, whose config's `vision_config.image_size` and `image_seq_length` give the image tokens.
+    """
+
+    config: object
+    parts: tuple[PretrainedPart, ...]
+    description: str
+    label: str
+    image_processor_of: str | None
+
+
+@dataclass(frozen=True)
 class BuildCommand:
     """`vlmr build NAME ...`: assemble the architecture from pretrained checkpoints.
 
@@ -48,12 +99,16 @@ class BuildCommand:
         help: its one-line help.
         add_arguments: adds its flags to an argparse parser.
         run: builds from the parsed flags; returns the exit status.
+        compose: (parsed flags, hub id -> its `StoredCheckpoint`) -> the `ComposedConfig` that `run` would build,
+            from the same config functions `run` uses; `vlmr realsize` passes the stored checkpoints (no download)
+            and builds the result on the meta device for recipes whose header names this command.
     """
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    compose: Callable[[argparse.Namespace, Callable[[str], StoredCheckpoint]], ComposedConfig]
 
 
 @dataclass(frozen=True)

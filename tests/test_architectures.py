@@ -12,7 +12,7 @@ import tomllib
 import pytest
 from helpers import REPO
 
-from vlmrecipes import build, recipes, tiny
+from vlmrecipes import build, realsize, recipes, tiny
 from vlmrecipes.plugins import registry
 from vlmrecipes.plugins.architectures import ARCHITECTURES
 
@@ -31,13 +31,14 @@ def test_the_list_holds_one_record_per_architecture_our_recipes_train():
 
 @pytest.mark.parametrize("arch", CUSTOM, ids=lambda arch: arch.name)
 def test_a_custom_architecture_lives_in_its_own_folder(arch):
-    """Its tiny twin, build command, mm plugins and Auto classes are all defined under plugins/<name>/."""
+    """Its tiny twin, build command (run and compose), mm plugins and Auto classes are all defined under
+    plugins/<name>/."""
     # LLaMA-Factory's templates first, as in any real process: an mm plugin class imported before them would import
     # LLaMA-Factory's data package from inside its own import, and the hook registering it would find it half-made.
     import llamafactory.data.template  # noqa: F401
 
     folder = f"vlmrecipes.plugins.{arch.name}"
-    functions = [arch.tiny, arch.build.add_arguments, arch.build.run]
+    functions = [arch.tiny, arch.build.add_arguments, arch.build.run, arch.build.compose]
     classes = [load() for load in arch.mm_plugins.values()]
     if arch.auto is not None:
         config_class, model_class = arch.auto.load()
@@ -60,7 +61,7 @@ def test_every_table_of_architectures_derives_from_the_list():
     assert registered["composite_models"] == sorted(m for arch in ARCHITECTURES for m in arch.composite_models)
     assert registered["architectures"] == sorted(arch.auto.model_type for arch in ARCHITECTURES if arch.auto)
     # ...and none of the consumers names a custom architecture: adding one edits none of them
-    for module in (registry, tiny, recipes, build):
+    for module in (registry, tiny, recipes, build, realsize):
         source = inspect.getsource(module)
         named = [name for arch in CUSTOM for name in (arch.name, arch.build.name) if name in source]
         assert not named, f"{module.__name__} names {named}: read it from the architecture records instead"

@@ -3,6 +3,7 @@ the real llamafactory-cli train / export / chat."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -174,6 +175,32 @@ def test_config_validation():
         MultiwayQwen2_5_VLConfig(multiway_layers=[999])
     with pytest.raises(ValueError, match="num_experts_per_tok"):
         MultiwayQwen2_5_VLConfig(n_routed_experts=2, num_experts_per_tok=3)
+
+
+def test_compose_is_the_model_build_writes(tiny):
+    """The record's `compose` (what `vlmr realsize` builds on the meta device for a `vlmr build multiway` line) has
+    the parameters of the twin `build` wrote, and its base part is the base's parameters."""
+    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+    from vlmrecipes import build as build_command
+    from vlmrecipes import realsize
+    from vlmrecipes.plugins.architecture import StoredCheckpoint
+    from vlmrecipes.plugins.multiway.build import compose
+    from vlmrecipes.plugins.multiway.tiny import TINY_MULTIWAY
+
+    parser = argparse.ArgumentParser()
+    build_command.add_arguments(parser)
+    flags = [text for name, value in TINY_MULTIWAY.items() if name != "multiway_layers"
+             for text in (f"--{name.replace('_', '-')}", str(value))]
+    layers = ",".join(map(str, TINY_MULTIWAY["multiway_layers"]))
+    args = parser.parse_args(["multiway", "--base", str(tiny / "base"), "--out", "unused", "--layers", layers, *flags])
+    composed = compose(args, lambda model_id: StoredCheckpoint(AutoConfig.from_pretrained(model_id)))
+
+    meta = realsize.build_on_meta(composed.config)
+    assert {n: p.shape for n, p in meta.named_parameters()} == {n: p.shape for n, p in _load(tiny).named_parameters()}
+    [part] = composed.parts
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny / "base")
+    assert realsize.count_parameters(meta, where=part.owns) == realsize.count_parameters(base)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ model of stage 1 (the tiny twin), the data (the demo shapes), the length and CPU
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -188,6 +189,33 @@ def test_builder(tmp_path, kind, layer, strategy, extra):
 
     model = AutoModelForImageTextToText.from_pretrained(out)
     assert type(model).__name__ == "LlavaForConditionalGeneration"
+    _check_compose(vision, llm, out, model)
+
+
+def _check_compose(vision: Path, llm: Path, out: Path, model) -> None:
+    """The record's `compose` (what `vlmr realsize` builds on the meta device for a `vlmr build siglip-qwen` line)
+    has the parameters of the model `build` wrote, given an LLM whose vocabulary has room for `<image>` (the tiny LM
+    has none: `build` resized it, which `compose` refuses to model)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from vlmrecipes import build as build_command
+    from vlmrecipes import realsize
+    from vlmrecipes.plugins.architecture import StoredCheckpoint
+
+    parser = argparse.ArgumentParser()
+    build_command.add_arguments(parser)
+    args = parser.parse_args(["siglip-qwen", "--vision", str(vision), "--llm", str(llm), "--out", str(out)])
+    tokens = len(AutoTokenizer.from_pretrained(llm))
+    stored = {str(vision): StoredCheckpoint(AutoConfig.from_pretrained(vision)),
+              str(llm): StoredCheckpoint(AutoConfig.from_pretrained(llm), tokens)}
+    with pytest.raises(ValueError, match=f"<image> \\(id {tokens}\\) would resize the embeddings"):
+        build.compose(args, stored.__getitem__)
+
+    stored[str(llm)].config.vocab_size = model.config.text_config.vocab_size  # the resized vocabulary
+    composed = build.compose(args, stored.__getitem__)
+    meta = realsize.build_on_meta(composed.config)
+    assert {n: p.shape for n, p in meta.named_parameters()} == {n: p.shape for n, p in model.named_parameters()}
+    assert composed.config.image_token_id == model.config.image_token_id
 
 
 def test_multimodal_chat_template_keeps_text_chats_identical(tiny_model):

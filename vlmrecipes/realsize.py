@@ -6,9 +6,11 @@ where it was read), plus `_preprocessor`, the image-processor facts the image-to
 
 `measure(recipe)` builds a training recipe's model as LLaMA-Factory would train it, on `torch.device("meta")`
 (real shapes, no memory, no weights): the class LLaMA-Factory's `load_model` picks (the Thinker of an Omni
-checkpoint), then LLaMA-Factory's own `init_adapter` with the recipe's parsed arguments (freeze flags, LoRA
-targets, `additional_target`). What it cannot run without a checkpoint is left out and changes no parameter count:
-`patch_config` / `patch_model` (attention implementation, dtype, gradient checkpointing; they need a tokenizer).
+checkpoint), or for a model `vlmr build` assembles, the config its architecture's record composes from the stored
+configs (`BuildCommand.compose`); then LLaMA-Factory's own `init_adapter` with the recipe's parsed arguments
+(freeze flags, LoRA targets, `additional_target`). What it cannot run without a checkpoint is left out and changes
+no parameter count: `patch_config` / `patch_model` (attention implementation, dtype, gradient checkpointing; they
+need a tokenizer).
 `vlmr realsize RECIPE` prints the result.
 """
 
@@ -19,11 +21,14 @@ import json
 import math
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from vlmrecipes import build as build_command
 from vlmrecipes import recipes as recipe_files
+from vlmrecipes.plugins.architecture import PretrainedPart, StoredCheckpoint
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 PUBLISHED_COUNTS = CONFIG_DIR / "published_counts.json"
@@ -62,7 +67,8 @@ def stored_config(model_id: str) -> dict:
 
 
 def preprocessor_facts(model_id: str) -> dict:
-    """patch_size / merge_size / temporal_patch_size / min_pixels / max_pixels (Qwen) or image_size (SigLIP)."""
+    """patch_size / merge_size / temporal_patch_size / min_pixels / max_pixels (Qwen) or image_size (a fixed-size
+    tower)."""
     facts = dict(_stored(model_id).get("_preprocessor", {}))
     facts.pop("_source", None)
     return facts
@@ -88,6 +94,11 @@ def pretrained_config(model_id: str):
     return AutoConfig.for_model(**stored_config(model_id))
 
 
+def stored_checkpoint(model_id: str) -> StoredCheckpoint:
+    """A stored checkpoint's config and tokenizer size, as architecture records compose built models from them."""
+    return StoredCheckpoint(pretrained_config(model_id), _stored(model_id).get("_tokenizer", {}).get("size"))
+
+
 def build_on_meta(config, auto_class=None):
     """Instantiate `config`'s model on the meta device: real shapes, no memory, no weights.
 
@@ -101,13 +112,14 @@ def build_on_meta(config, auto_class=None):
         return (auto_class or AutoModelForImageTextToText).from_config(config)
 
 
-def count_parameters(module, trainable_only: bool = False, name_contains: str | None = None) -> int:
-    """Distinct parameters (tied weights counted once, as a checkpoint stores them)."""
+def count_parameters(module, trainable_only: bool = False, name_contains: str | None = None,
+                     where: Callable[[str], bool] | None = None) -> int:
+    """Distinct parameters (tied weights counted once, as a checkpoint stores them); `where` selects by name."""
     seen, total = set(), 0
     for name, parameter in module.named_parameters(remove_duplicate=False):
         if id(parameter) in seen or (trainable_only and not parameter.requires_grad):
             continue
-        if name_contains is not None and name_contains not in name:
+        if (name_contains is not None and name_contains not in name) or (where is not None and not where(name)):
             continue
         seen.add(id(parameter))
         total += parameter.numel()
@@ -141,8 +153,8 @@ class BuiltModel:
     """A recipe's model on the meta device, before LLaMA-Factory's adapter setup."""
 
     model: object
-    description: str  # e.g. "Qwen/Qwen3-VL-8B-Thinking" or "Multiway on Qwen/Qwen2.5-VL-3B-Instruct"
-    label: str  # short name for tables, e.g. "Qwen3-VL-8B-Thinking", "Multiway-Qwen2.5-VL-3B-Instruct"
+    description: str  # e.g. "Qwen/Qwen3-VL-8B-Thinking", or a built model's `ComposedConfig.description`
+    label: str  # short name for tables, e.g. "Qwen3-VL-8B-Thinking"
     image_processor_of: str | None  # stored checkpoint whose image processor the model uses
     checks: list[PublishedCheck]
 
@@ -181,51 +193,31 @@ def build_hub_model(model_id: str) -> BuiltModel:
     return BuiltModel(model, model_id, _short(model_id), model_id, checks)
 
 
-def build_multiway_model(args: argparse.Namespace) -> BuiltModel:
-    """`vlmr build multiway --base ...`: our Multiway class from the base's stored config (as its builder makes it)."""
-    from vlmrecipes.plugins.multiway.build import config_fields, multiway_config
-
-    config = multiway_config(pretrained_config(args.base), **config_fields(args))
-    model = build_on_meta(config)  # the autoload hook registered the class with AutoModelForImageTextToText
-    multiway = count_parameters(model, name_contains=".multiway.")
-    checks = [_check(f"{args.base} part (all but the {multiway:,} Multiway parameters)",
-                     count_parameters(model) - multiway, args.base)]
-    return BuiltModel(model, f"Multiway on {args.base}", f"Multiway-{_short(args.base)}", args.base, checks)
+def build_composed_model(command: argparse.Namespace) -> BuiltModel:
+    """The model a parsed `vlmr build KIND ...` line would write: its architecture composes the config from the stored
+    ones (`BuildCommand.compose`), built here on the meta device; each pretrained part is checked."""
+    composed = build_command.BUILDERS[command.kind].compose(command, stored_checkpoint)
+    model = build_on_meta(composed.config)  # the autoload hook registered our classes with AutoModelForImageTextToText
+    checks = [_part_check(model, part) for part in composed.parts]
+    return BuiltModel(model, composed.description, composed.label, composed.image_processor_of, checks)
 
 
-def build_siglip_qwen_model(args: argparse.Namespace) -> BuiltModel:
-    """`vlmr build siglip-qwen --vision ... --llm ...`: the Llava model of the two stored configs (siglip_qwen's)."""
+def _part_check(model, part: PretrainedPart) -> PublishedCheck:
+    """The parameters a built model holds from one checkpoint (or the checkpoint's own whole model) next to the
+    checkpoint's published count."""
     from transformers import AutoModel
 
-    from vlmrecipes.plugins.siglip_qwen.build import llava_config
-
-    pair = pretrained_config(args.vision)
-    vision_config = getattr(pair, "vision_config", pair)
-    text_config = pretrained_config(args.llm)
-    # `build` appends <image> to the LM's tokenizer: its id is the tokenizer's size (no embedding resize needed
-    # while that stays below vocab_size, the case of Qwen2.5)
-    image_token_id = _stored(args.llm)["_tokenizer"]["size"]
-    if image_token_id >= text_config.vocab_size:
-        raise ValueError(f"{args.llm}: <image> (id {image_token_id}) would resize the embeddings; not modelled here")
-    model = build_on_meta(llava_config(vision_config, text_config, image_token_id, args.vision_feature_layer))
-    checks = [
-        _check(f"{args.vision} (SiglipModel pair, vision tower used)",
-               count_parameters(build_on_meta(pair, AutoModel)), args.vision),
-        _check(f"{args.llm} (language model + lm_head inside Llava)",
-               count_parameters(model.model.language_model) + count_parameters(model.lm_head)
-               - (model.config.tie_word_embeddings and model.lm_head.weight.numel()), args.llm),
-    ]
-    return BuiltModel(model, f"Llava: {args.vision} + {args.llm}", f"{_short(args.vision)} + {_short(args.llm)}",
-                      None, checks)
-
-
-_BUILDERS = {"multiway": build_multiway_model, "siglip-qwen": build_siglip_qwen_model}
+    if part.owns is None:
+        ours = count_parameters(build_on_meta(pretrained_config(part.checkpoint), AutoModel))
+        what = part.what.format(checkpoint=part.checkpoint)
+    else:
+        ours = count_parameters(model, where=part.owns)
+        what = part.what.format(checkpoint=part.checkpoint, others=count_parameters(model) - ours)
+    return _check(what, ours, part.checkpoint)
 
 
 def _header_build_command(recipe_path: Path) -> argparse.Namespace | None:
     """The `vlmr build KIND ...` line of a recipe's header comment, parsed by `vlmr build`'s own parser."""
-    from vlmrecipes import build as build_command
-
     header: list[str] = []  # comment lines, `\`-continued lines joined
     for line in Path(recipe_path).read_text().splitlines():
         if not line.startswith("#"):
@@ -260,7 +252,7 @@ def build_recipe_model(recipe_path: str | Path, recipe: dict | None = None) -> B
         return build_hub_model(model_path)
     command = _header_build_command(recipe_path)
     if command is not None:
-        return _BUILDERS[command.kind](command)
+        return build_composed_model(command)
     producer = _producing_recipe(model_path)
     if producer is not None and producer != recipe_path:
         return build_recipe_model(producer)

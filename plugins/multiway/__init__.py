@@ -36,5 +36,5 @@ ARCHITECTURE = Architecture(
     auto=AutoClasses("multiway_qwen2_5_vl", "MultiwayQwen2_5_VLConfig", "MultiwayQwen2_5_VLForConditionalGeneration",
                      _auto_classes),
     build=BuildCommand("multiway", "Turn a Qwen2.5-VL checkpoint into a Multiway Qwen2.5-VL that equals it at step 0.",
-                       build.add_arguments, build.run),
+                       build.add_arguments, build.run, build.compose),
 )

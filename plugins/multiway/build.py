@@ -10,7 +10,10 @@ chat template: point a recipe's `model_name_or_path` at it.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+
+from vlmrecipes.plugins.architecture import ComposedConfig, PretrainedPart, StoredCheckpoint
 
 # CLI flag -> MultiwayQwen2_5_VLConfig field; defaults are the config's (sized for the 3B)
 _FIELDS = {
@@ -105,6 +108,23 @@ def config_fields(args: argparse.Namespace) -> dict:
     """The MultiwayQwen2_5_VLConfig fields of parsed `vlmr build multiway` flags (None: the config's default)."""
     layers = [int(i) for i in args.layers.split(",")] if args.layers else None
     return {"multiway_layers": layers, **{name: getattr(args, name) for name in _FIELDS}}
+
+
+def _from_base(parameter_name: str) -> bool:
+    """Whether a parameter of the Multiway model is one of its base's (every one but the new Multiway blocks)."""
+    return ".multiway." not in parameter_name
+
+
+def compose(args: argparse.Namespace, stored: Callable[[str], StoredCheckpoint]) -> ComposedConfig:
+    """The model `run(args)` would write, as its config: the base's config plus the flags' Multiway fields."""
+    return ComposedConfig(
+        config=multiway_config(stored(args.base).config, **config_fields(args)),
+        parts=(PretrainedPart(args.base, "{checkpoint} part (all but the {others:,} Multiway parameters)",
+                              owns=_from_base),),
+        description=f"Multiway on {args.base}",
+        label=f"Multiway-{Path(args.base).name}",
+        image_processor_of=args.base,  # Qwen2.5-VL's processor and towers, unchanged
+    )
 
 
 def run(args: argparse.Namespace) -> int:

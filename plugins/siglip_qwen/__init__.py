@@ -29,5 +29,6 @@ ARCHITECTURE = Architecture(
     mm_plugins={"siglip_qwen": _mm_plugin},
     model_groups={"SigLIP-Qwen2.5-0.5B-Instruct": ("vlm-recipes/siglip-qwen2.5-0.5b-instruct", "siglip_qwen")},
     build=BuildCommand("siglip-qwen", "Build a LLaVA-style SigLIP (or CLIP) + Qwen2.5 model as a standard "
-                       "transformers `LlavaForConditionalGeneration`.", build.add_arguments, build.run),
+                       "transformers `LlavaForConditionalGeneration`.", build.add_arguments, build.run,
+                       build.compose),
 )

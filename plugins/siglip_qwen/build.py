@@ -19,8 +19,11 @@ the tower's own image processor and the LLM's tokenizer): it loads with `AutoMod
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from vlmrecipes.plugins.architecture import ComposedConfig, PretrainedPart, StoredCheckpoint
 
 IMAGE_TOKEN = "<image>"
 
@@ -80,11 +83,9 @@ def multimodal_chat_template(llm_template: str) -> str:
     return _FLATTEN_IMAGE_PARTS + llm_template
 
 
-def _vision_config(vision: str):
-    """The vision config of a tower checkpoint: a bare vision model, or the vision half of a CLIP/SigLIP pair."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(vision)
+def _tower_config(config, vision: str):
+    """The vision config in a tower checkpoint's config: a bare vision model, or the vision half of a CLIP/SigLIP
+    pair."""
     config = getattr(config, "vision_config", config)
     if config.model_type not in TOWERS:
         raise ValueError(
@@ -92,6 +93,13 @@ def _vision_config(vision: str):
             f"(model types: {', '.join(TOWERS)})"
         )
     return config
+
+
+def _vision_config(vision: str):
+    """The vision config of a tower checkpoint (see `_tower_config`)."""
+    from transformers import AutoConfig
+
+    return _tower_config(AutoConfig.from_pretrained(vision), vision)
 
 
 def _load_vision_tower(vision: str, config, recipe: TowerRecipe):
@@ -130,7 +138,7 @@ def _check_image_processor(image_processor, vision_config, source: str) -> None:
 def llava_config(vision_config, text_config, image_token_id: int, feature_layer: int | None = None):
     """The LlavaConfig `build` writes for a tower config (a family of TOWERS) and an LM config.
 
-    Also used without checkpoints: `vlmrecipes.realsize` builds the real-size model from stored configs with it.
+    Also used without checkpoints: `compose` gives it the stored configs `vlmr realsize` builds the model from.
     """
     from transformers import LlavaConfig
 
@@ -252,6 +260,33 @@ def check(model_dir: str | Path) -> int:
             f"pixels, the model expects {config.image_seq_length} tokens of {size}x{size} images"
         )
     return count
+
+
+def _from_llm(parameter_name: str) -> bool:
+    """Whether a parameter of the Llava model is one of the LLM's (its decoder and lm_head)."""
+    return parameter_name.startswith(("model.language_model.", "lm_head."))
+
+
+def compose(args: argparse.Namespace, stored: Callable[[str], StoredCheckpoint]) -> ComposedConfig:
+    """The model `run(args)` would write, as its config: `llava_config` of the tower's and the LLM's stored configs."""
+    llm = stored(args.llm)
+    # `build` appends <image> to the LLM's tokenizer: its id is the tokenizer's size (no embedding resize needed
+    # while that stays below vocab_size, the case of Qwen2.5)
+    image_token_id = llm.tokenizer_size
+    if image_token_id is None:
+        raise ValueError(f"{args.llm}: its tokenizer's size is not stored; <image> takes that id")
+    if image_token_id >= llm.config.vocab_size:
+        raise ValueError(f"{args.llm}: <image> (id {image_token_id}) would resize the embeddings; not modelled here")
+    vision_config = _tower_config(stored(args.vision).config, args.vision)
+    return ComposedConfig(
+        config=llava_config(vision_config, llm.config, image_token_id, args.vision_feature_layer),
+        # the tower's checkpoint is checked whole: its published count is the pair's, text tower included
+        parts=(PretrainedPart(args.vision, "{checkpoint} (SiglipModel pair, vision tower used)"),
+               PretrainedPart(args.llm, "{checkpoint} (language model + lm_head inside Llava)", owns=_from_llm)),
+        description=f"Llava: {args.vision} + {args.llm}",
+        label=f"{Path(args.vision).name} + {Path(args.llm).name}",
+        image_processor_of=None,  # a fixed-size tower: image_seq_length tokens per image
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
