@@ -29,8 +29,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vlmrecipes.eval.metrics import (exact_match, strip_thinking, vqa_normalize, vqa_process_digit_article,
-                                     vqa_process_punctuation)
+from vlmrecipes.eval.metrics import (
+    exact_match,
+    strip_thinking,
+    vqa_normalize,
+    vqa_process_digit_article,
+    vqa_process_punctuation,
+)
 
 YES_NO = ("yes", "no")
 

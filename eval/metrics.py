@@ -239,7 +239,8 @@ class LabelSet:
 
 # The sets facial-expression results are reported on; AffectNet and FER2013 as our converters write them.
 EMOTION_LABEL_SETS: dict[str, LabelSet] = {
-    "affectnet8": LabelSet("AffectNet-8", affectnet.LABELS, "AffectNet expression codes 0-7 (Mollahosseini et al. 2017)"),
+    "affectnet8": LabelSet("AffectNet-8", affectnet.LABELS,
+                           "AffectNet expression codes 0-7 (Mollahosseini et al. 2017)"),
     "affectnet7": LabelSet("AffectNet-7", affectnet.LABELS[:7], "AffectNet codes 0-6, contempt dropped"),
     "rafdb": LabelSet("RAF-DB (basic)", ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),
                       "RAF-DB EmoLabel codes 1-7 (Li et al. 2017)"),

@@ -138,7 +138,8 @@ def compare(inputs: Sequence[Path], out: Path, task: str | None = None, names: S
         row = [metric, _fmt(metric, base)]
         for run in runs[1:]:
             value = table[run].get(metric)
-            delta = "" if value is None or base is None else f" ({'+' if value >= base else ''}{_fmt(metric, value - base)})"
+            sign = "+" if value is not None and base is not None and value >= base else ""
+            delta = "" if value is None or base is None else f" ({sign}{_fmt(metric, value - base)})"
             row.append(_fmt(metric, value) + delta)
         cells.append(row)
     lines = ["# Comparison", "", *markdown_table(["metric", *runs], cells), "", "![compare.png](compare.png)", ""]
@@ -157,8 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="the predicted dataset (JSONL or dataset_info name): extra fields by line")
     parser.add_argument("--labels", nargs="+", help=labels_help())
     parser.add_argument("--label-set", choices=EMOTION_LABEL_SETS,
-                        help="emotion: a published label set instead of --labels: "
-                             + "; ".join(f"{k}: {s.title} ({', '.join(s.labels)})" for k, s in EMOTION_LABEL_SETS.items()))
+                        help="emotion: a published label set instead of --labels: " + "; ".join(
+                            f"{k}: {s.title} ({', '.join(s.labels)})" for k, s in EMOTION_LABEL_SETS.items()))
     parser.add_argument("--name", help="run name shown in the report (default: the predictions' folder)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
                         help="report folders/report.json files (or prediction files with --task) side by side")

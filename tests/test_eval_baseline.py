@@ -15,8 +15,14 @@ WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] [DEC] a the what color is of background
 def build_tiny_blip(out: Path, task: str) -> Path:
     """A BLIP of the real class with 2-layer 32-wide towers, a word-level BERT vocabulary and a 32 px processor."""
     import torch
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering,
-                              BlipImageProcessor, BlipProcessor)
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipForQuestionAnswering,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, bos_token="[DEC]")
     processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
