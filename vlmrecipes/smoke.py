@@ -253,10 +253,10 @@ def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc:
     recipe = recipes.load(recipe_path, user)
     if recipes.kind(recipe) != "train":
         raise ValueError(f"{recipe_path} is a {recipes.kind(recipe)} recipe; smoke its training recipe instead")
-    model = Path(user["model_name_or_path"]) if "model_name_or_path" in user else \
-        tiny_model(recipes.tiny_kind(recipe, recipe_path))
     train_data = pick_data(_datasets(recipe["dataset"]), data)
     eval_data = pick_data(_datasets(recipe["eval_dataset"]), data, "test") if "eval_dataset" in recipe else {}
+    model = Path(user["model_name_or_path"]) if "model_name_or_path" in user else \
+        tiny_model(recipes.tiny_kind(recipe, recipe_path))
     ensure_demo_data([*train_data.values(), *eval_data.values()])
     print(f"smoke data: {_describe({**train_data, **eval_data})}", file=sys.stderr)
     lora = recipe.get("finetuning_type", "lora") == "lora"
