@@ -283,7 +283,7 @@ def smoke(recipe_path: Path, out: Path, steps: int = 2, samples: int = 4, nproc:
                       "save_steps": str(steps)} if deepspeed else {"ddp_backend": "gloo"})
     elif deepspeed:
         raise ValueError("--deepspeed needs --nproc 2 or more: DeepSpeed runs under a distributed launcher")
-    train.update({pair.partition("=")[0]: pair.partition("=")[2] for pair in overrides or []})  # yours, verbatim
+    train.update(pair.split("=", 1) for pair in overrides or [])  # yours, verbatim (checked by parse_overrides)
     summary["seconds"]["train"] = llamafactory("train", recipe_path, train, out / "train.log", nproc, train_out)
     summary["train_output"] = str(train_out)
     summary["checks"] = check_training(train_out, steps, nproc if summary["deepspeed"] else 0, model)
