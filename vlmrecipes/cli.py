@@ -12,13 +12,13 @@ import sys
 # name -> (module, one-line help). `vlmr --help` lists them without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("vlmrecipes.workdir", "set up a working directory (recipes, dataset registry) to run everything from"),
-    "doctor": ("vlmrecipes.doctor", "versions, autoload hook status and everything the plugin registers"),
+    "doctor": ("vlmrecipes.doctor", "versions, hook status, registrations, GPU capabilities, each recipe's attention"),
     "install-hook": ("vlmrecipes.doctor", "write the autoload .pth into this environment (editable installs)"),
     "tiny": ("vlmrecipes.tiny", "build a tiny random-weight model of a real architecture, for tests"),
     "demo-data": ("vlmrecipes.demo_data", "generate the bundled synthetic demo datasets"),
-    "smoke": ("vlmrecipes.smoke", "run a recipe for a few CPU steps on its tiny twin: train, predict, export"),
+    "smoke": ("vlmrecipes.smoke", "a few CPU steps of a recipe on its tiny twin (or yours): train, predict, export"),
     "demo": ("vlmrecipes.demo", "train a tiny VLM on synthetic shapes on the CPU; accuracy before/after"),
-    "realsize": ("vlmrecipes.realsize", "a training recipe's real-size model on the meta device: parameters, freezing, LoRA"),
+    "realsize": ("vlmrecipes.realsize", "a recipe's real-size model on the meta device: parameters, freezing, LoRA"),
     "plan": ("vlmrecipes.plan", "predicted peak GPU memory per device of a training recipe, and whether it fits"),
     "build": ("vlmrecipes.build", "assemble a custom architecture from pretrained checkpoints (see its --help)"),
     "convert": ("vlmrecipes.data_converters.cli", "convert a raw public dataset to a registered ShareGPT dataset"),
