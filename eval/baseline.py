@@ -1,8 +1,8 @@
 """`vlmr baseline blip`: zero-shot BLIP predictions (Li et al. 2022, BLIP) in the `vlmr eval` format.
 
-    vlmr baseline blip --task vqa --model Salesforce/blip-vqa-base --dataset vqav2_val --out blip/vqa.jsonl
+    vlmr baseline blip --task vqa --model Salesforce/blip-vqa-base --dataset vqav2_validation --out blip/vqa.jsonl
     vlmr baseline blip --task caption --model Salesforce/blip-image-captioning-base \\
-        --dataset coco_captions_val --out blip/caption.jsonl
+        --dataset coco_captions_validation --out blip/caption.jsonl
     vlmr eval blip/vqa.jsonl --task vqa
 
 Runs transformers' `BlipForQuestionAnswering` (vqa: the first user turn, without `<image>` and our

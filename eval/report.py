@@ -1,6 +1,6 @@
 """`vlmr eval PREDICTIONS --task TASK`: task metrics of generated predictions -> report.json, report.md, PNGs.
 
-    vlmr eval saves/x/predict/generated_predictions.jsonl --task vqa --dataset vqav2_val --out reports/x
+    vlmr eval saves/x/predict/generated_predictions.jsonl --task vqa --dataset vqav2_validation --out reports/x
     vlmr eval --compare reports/base reports/finetuned --out reports/compare
 
 PREDICTIONS is LLaMA-Factory's `generated_predictions.jsonl` (prompt/predict/label) or any JSONL with those
