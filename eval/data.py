@@ -96,7 +96,8 @@ def join_dataset(rows: list[dict[str, Any]], dataset: str | Path, dataset_dir: P
 
     LLaMA-Factory predicts the eval dataset in file order, one row per record, so order is the join key.
     Counts must agree; returns how many rows' `label` differs from the record's answer (a sign of the wrong
-    file or a shuffled one; the report shows it). Fields already in a row are kept.
+    file or a shuffled one; the report shows it). Fields already in a row are kept; a row without a `prompt`
+    gets the record's question (whose choices name a classification's label set).
     """
     examples = load_examples(dataset, dataset_dir)
     if len(examples) != len(rows):
@@ -104,7 +105,7 @@ def join_dataset(rows: list[dict[str, Any]], dataset: str | Path, dataset_dir: P
                          "exact eval file that was predicted (same records, same order, no max_samples cut)")
     mismatched = 0
     for row, example in zip(rows, examples):
-        for key, value in example.extra.items():
+        for key, value in {**example.extra, "prompt": example.prompt}.items():
             row.setdefault(key, value)
         mismatched += " ".join(row["label"].split()) != " ".join(example.answer.split())
     return mismatched

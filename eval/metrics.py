@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 from rapidfuzz.distance import Levenshtein
 
 from vlmrecipes.data_converters import affectnet, fer2013
+from vlmrecipes.data_converters.tasks import CLASSIFY_PROMPT
 
 # ---------------------------------------------------------------------------------------------------------
 # thinking models
@@ -254,6 +255,22 @@ def label_set_of(labels: Sequence[str]) -> LabelSet | None:
     return next((s for s in EMOTION_LABEL_SETS.values() if set(s.labels) == names), None)
 
 
+# The choices part of our converters' classification question ("... in the image? Answer with one of: angry,
+# disgust, fear, happy, sad, surprise, neutral."), which every prompt of a converted record carries.
+_OFFERED_CLASSES = re.compile(re.escape(CLASSIFY_PROMPT.split("{subject}")[-1]).replace(
+    re.escape("{classes}"), "(.+?)"))
+
+
+def offered_classes(prompts: Sequence[str]) -> list[str] | None:
+    """The classes that every prompt offers in our converters' question (`CLASSIFY_PROMPT`), in the converter's
+    order; None when a prompt offers none or two prompts offer different ones. A converted dataset's label set
+    is known this way even when its records cover only some classes."""
+    offers = {tuple(match.group(1).split(", ")) if match else None
+              for match in (_OFFERED_CLASSES.search(prompt) for prompt in prompts)}
+    offered = offers.pop() if len(offers) == 1 else None
+    return list(offered) if offered else None
+
+
 def _words(text: str) -> list[str]:
     """Case-folded words, punctuation and underscores dropped ("Thumbs-up!" -> ["thumbs", "up"], "Überrascht")."""
     return re.findall(r"[^\W_]+", text.casefold())
@@ -302,14 +319,20 @@ def gold_classes(golds: Sequence[str]) -> dict[str, str]:
 def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
     """Accuracy, macro-F1 and weighted F1 over `labels` and per-class precision/recall/F1/support, by scikit-learn
     (`accuracy_score`, `precision_recall_fscore_support`); a prediction outside `labels` (UNMAPPED) counts
-    as wrong for its gold class and is a class of no one's precision."""
+    as wrong for its gold class and is a class of no one's precision.
+
+    Macro-F1 averages over the classes of `labels` that occur, as gold or as prediction (scikit-learn's own
+    choice when it is given no labels): a class of the label set that neither the data nor the answers contain
+    has no F1, and listing it (a subset of a published set) must not lower the score."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, predicted, labels=list(labels), average=None, zero_division=0)
+    occurring = set(gold) | set(predicted)
+    occurring_f1 = [f for label, f in zip(labels, f1) if label in occurring]
     return {
         "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_f1": float(f1.mean()) if len(labels) else 0.0,
+        "macro_f1": float(sum(occurring_f1) / len(occurring_f1)) if occurring_f1 else 0.0,
         # F1 of each class weighted by its gold support (sklearn's average="weighted")
         "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else 0.0,
         "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

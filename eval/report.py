@@ -23,12 +23,15 @@ from tabulate import tabulate
 from vlmrecipes.eval.data import join_dataset, load_predictions
 from vlmrecipes.eval.metrics import EMOTION_LABEL_SETS
 from vlmrecipes.eval.plots import grouped_bars
-from vlmrecipes.eval.scoring import TaskResult
+from vlmrecipes.eval.scoring import TaskResult, is_rate
 from vlmrecipes.eval.tasks import TASKS, help_lines, labels_help
 
 # This module is the rendering step: the numbers come from the task's pure scorer (`vlmrecipes.eval.tasks`);
 # here they become report.json, report.md (tables by `tabulate`), scores.jsonl and the task's PNGs.
-RAW_SCALE = frozenset({"cider", "count"})  # metrics on their own scale; the rest are fractions shown as %
+
+# The folder LLaMA-Factory's predict recipes write to (`output_dir: saves/<task>/<model>_<method>/predict`): it
+# names no run, its parent (the trained model's output_dir) does.
+PREDICT_FOLDER = "predict"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -39,9 +42,23 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> lis
 def _fmt(name: str, value: Any) -> str:
     if value is None:
         return "n/a"
-    if isinstance(value, float) and name.split(".")[-1] not in RAW_SCALE:
+    if isinstance(value, float) and is_rate(name):
         return f"{100 * value:.1f}%"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _difference(name: str, value: float, base: float) -> str:
+    """`value - base` signed: percentage points for a rate ("+75.0 pp": 10% -> 85%, not 75% more), else in the
+    metric's own unit."""
+    delta = value - base
+    return f"{delta * 100:+.1f} pp" if is_rate(name) else f"{delta:+.3f}"
+
+
+def run_name(predictions: Path) -> str:
+    """The default run name of a predictions file: its folder's name, or the folder above a `predict` folder
+    (saves/emotion/qwen3_vl_4b_lora/predict/generated_predictions.jsonl -> qwen3_vl_4b_lora)."""
+    folder = predictions.resolve().parent
+    return folder.parent.name if folder.name == PREDICT_FOLDER and folder.parent.name else folder.name
 
 
 def _markdown(report: dict, rows: list[dict], result: TaskResult) -> str:
@@ -86,7 +103,7 @@ def evaluate(predictions: Path, task: str, out: Path, labels: Sequence[str] | No
     result = TASKS[task].run(rows, labels)
     out.mkdir(parents=True, exist_ok=True)
     plots = TASKS[task].charts(task, TASKS[task].title, result, out)
-    report = {"task": task, "name": name or predictions.resolve().parent.name,
+    report = {"task": task, "name": name or run_name(predictions),
               "predictions": str(predictions), "dataset": str(dataset) if dataset else None, "count": len(rows),
               "metrics": result.metrics, "details": result.details, "notes": notes + result.notes,
               "plots": [p.name for p in plots]}
@@ -113,8 +130,8 @@ def compare(inputs: Sequence[Path], out: Path, task: str | None = None, names: S
         if path.suffix == ".jsonl":
             if not task:
                 raise ValueError(f"{path}: comparing prediction files needs --task")
-            run_name = name or f"{i}_{path.parent.name or path.stem}"
-            reports.append(evaluate(path, task, out / run_name, labels, name=run_name))
+            name = name or f"{i}_{run_name(path)}"
+            reports.append(evaluate(path, task, out / name, labels, name=name))
             continue
         if not path.exists():
             raise FileNotFoundError(f"{path}: no report; run `vlmr eval PREDICTIONS --task ... --out DIR` first")
@@ -138,8 +155,7 @@ def compare(inputs: Sequence[Path], out: Path, task: str | None = None, names: S
         row = [metric, _fmt(metric, base)]
         for run in runs[1:]:
             value = table[run].get(metric)
-            sign = "+" if value is not None and base is not None and value >= base else ""
-            delta = "" if value is None or base is None else f" ({sign}{_fmt(metric, value - base)})"
+            delta = "" if value is None or base is None else f" ({_difference(metric, value, base)})"
             row.append(_fmt(metric, value) + delta)
         cells.append(row)
     lines = ["# Comparison", "", *markdown_table(["metric", *runs], cells), "", "![compare.png](compare.png)", ""]
@@ -160,7 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-set", choices=EMOTION_LABEL_SETS,
                         help="emotion: a published label set instead of --labels: " + "; ".join(
                             f"{k}: {s.title} ({', '.join(s.labels)})" for k, s in EMOTION_LABEL_SETS.items()))
-    parser.add_argument("--name", help="run name shown in the report (default: the predictions' folder)")
+    parser.add_argument("--name", help="run name shown in the report (default: the predictions' folder, or the "
+                                       "folder above it when that is `predict`: saves/emotion/qwen3_vl_4b_lora/"
+                                       "predict/generated_predictions.jsonl -> qwen3_vl_4b_lora)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
                         help="report folders/report.json files (or prediction files with --task) side by side")
     parser.add_argument("--names", nargs="+", help="with --compare: one name per run")

@@ -15,14 +15,39 @@ from typing import Any, Sequence
 from vlmrecipes.eval import medvqa as MV
 from vlmrecipes.eval import metrics as M
 
+# metrics on their own scale (CIDEr, counts); every other metric is a rate in [0, 1], shown as a percentage
+RAW_SCALE = frozenset({"cider", "count"})
+
+
+def is_rate(metric: str) -> bool:
+    """Whether `metric` ("accuracy", "llava_med.open_recall", "cider"...) is a rate in [0, 1]."""
+    return metric.split(".")[-1] not in RAW_SCALE
+
 
 @dataclass
 class Confusion:
-    """Gold and predicted class of each scored row, and the classes in axis order (UNMAPPED last if any)."""
+    """Gold and predicted class of each scored row, and the classes in axis order.
+
+    A gold label is always one of `classes`; an answer that names none of them is predicted UNMAPPED, which is a
+    column of the matrix (`columns`, only when some answer was unmapped) and never a row.
+    """
 
     gold: list[str]
     predicted: list[str]
     classes: list[str]
+
+    @property
+    def columns(self) -> list[str]:
+        """The predicted classes: `classes`, then UNMAPPED when some answer was unmapped."""
+        return self.classes + ([M.UNMAPPED] if M.UNMAPPED in self.predicted else [])
+
+    def counts(self) -> list[list[int]]:
+        """How many rows of each gold class (row, in `classes` order) got each prediction (column, `columns`)."""
+        row, column = {c: i for i, c in enumerate(self.classes)}, {c: j for j, c in enumerate(self.columns)}
+        matrix = [[0] * len(column) for _ in row]
+        for gold, predicted in zip(self.gold, self.predicted):
+            matrix[row[gold]][column[predicted]] += 1
+        return matrix
 
 
 @dataclass
@@ -187,7 +212,7 @@ def _classification(rows: list[dict], gold: list[str], predicted: list[str | Non
                       {"labels": list(labels), "unmapped": unmapped, "per_class": scores["per_class"],
                        "gold_counts": M.count(gold), "predicted_counts": M.count(pred)},
                       [float(g == p) for g, p in zip(gold, pred)],
-                      confusion=Confusion(gold, pred, list(labels) + ([M.UNMAPPED] if unmapped else [])))
+                      confusion=Confusion(gold, pred, list(labels)))
 
 
 def _where(row: dict) -> str:
@@ -196,7 +221,12 @@ def _where(row: dict) -> str:
 
 
 def score_emotion(rows: list[dict], labels: Sequence[str] | None = None) -> TaskResult:
+    """Classes from `labels`, else those the converted question in every row's `prompt` offers (all of the set,
+    those no row has included), else the gold labels' own classes."""
     # the dataset's `label` extra field and LLaMA-Factory's `label` (the reference answer) are the same text
+    offered = None if labels else M.offered_classes([str(r.get("prompt", "")) for r in rows])
+    if offered and all(M.map_label(r["label"], offered) for r in rows):
+        labels = offered
     if labels:
         labels = list(labels)
         gold = [M.map_label(r["label"], labels) for r in rows]
@@ -212,9 +242,10 @@ def score_emotion(rows: list[dict], labels: Sequence[str] | None = None) -> Task
     result = _classification(rows, gold, [M.map_label(r["predict"], labels) for r in rows], labels)
     label_set = M.label_set_of(labels)
     result.details["label_set"] = label_set.title if label_set else None
-    result.notes.append(f"label set: {label_set.title} ({label_set.source})" if label_set else
-                        f"label set: {len(labels)} classes ({', '.join(labels)}), none of the published sets "
-                        f"({', '.join(s.title for s in M.EMOTION_LABEL_SETS.values())}); --label-set names one")
+    result.notes.append((f"label set: {label_set.title} ({label_set.source})" if label_set else
+                         f"label set: {len(labels)} classes ({', '.join(labels)}), none of the published sets "
+                         f"({', '.join(s.title for s in M.EMOTION_LABEL_SETS.values())}); --label-set names one")
+                        + ("; the classes the questions offer" if labels == offered else ""))
     return result
 
 

@@ -58,7 +58,8 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          scoring.score_medvqa, plots.convention_bars),
     Task("emotion", "emotion",
          "accuracy, macro-F1, weighted F1, per-class precision/recall, confusion matrix; labels from `--labels`, "
-         "`--label-set` (AffectNet-8/7, RAF-DB, FER2013) or the gold `label`s, normalised as answers are (case, "
+         "`--label-set` (AffectNet-8/7, RAF-DB, FER2013), the classes a converted question offers (from `prompt` or "
+         "--dataset; all of them listed, absent ones too) or the gold `label`s, normalised as answers are (case, "
          "punctuation, synonyms: \"Happy\", \"HAPPY.\" and \"Happiness\" are one class); the published set "
          "the labels match is named; unmapped answers counted.",
          scoring.score_emotion, plots.classification_charts, labels="the label set"),

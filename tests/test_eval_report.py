@@ -9,8 +9,13 @@ import pytest
 import yaml
 from helpers import run_cli
 
+from vlmrecipes.data_converters import fer2013
+from vlmrecipes.data_converters.tasks import CLASSIFY_PROMPT
 from vlmrecipes.eval.bench import RequestResult, summarize, write_report
+from vlmrecipes.eval.metrics import UNMAPPED
+from vlmrecipes.eval.plots import bar_figure
 from vlmrecipes.eval.report import compare, evaluate
+from vlmrecipes.eval.scoring import score_emotion
 from vlmrecipes.eval.tasks import TASKS
 
 
@@ -81,6 +86,54 @@ def test_emotion_gold_labels_without_labels_are_normalised_like_predictions(tmp_
     assert [cells[0] for cells in _cells(per_class_rows)[2:]] == ["angry", "happy", "sad"]
 
 
+def test_emotion_report_lists_every_class_of_the_converted_dataset(tmp_path):
+    """--dataset of a converted FER2013 file holding only happy and sad faces: the question offers the seven
+    FER2013 classes, and the report lists all seven (five with no support), macro-F1 unchanged by them."""
+    question = "<image>" + CLASSIFY_PROMPT.format(subject="the facial expression", classes=", ".join(fer2013.LABELS))
+    data = _jsonl(tmp_path / "fer2013_test.jsonl", [
+        {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": label}],
+         "images": ["x.png"], "label": label} for label in ("happy", "happy", "sad")])
+    preds = _jsonl(tmp_path / "p.jsonl", [{"predict": p, "label": g}
+                                          for p, g in [("happy", "happy"), ("sad", "happy"), ("sad", "sad")]])
+    run_cli(["vlmr", "eval", str(preds), "--task", "emotion", "--dataset", str(data), "--out", str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert list(report["details"]["per_class"]) == list(fer2013.LABELS)
+    assert report["details"]["per_class"]["angry"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    # happy P 1/1 R 1/2, sad P 1/2 R 1/1: F1 2/3 each; the five absent classes are not averaged in as zeros
+    assert report["metrics"]["macro_f1"] == pytest.approx(2 / 3)
+    assert report["details"]["label_set"] == "FER2013"
+    per_class_rows = (tmp_path / "r" / "report.md").read_text().split("## per_class")[1].split("\n\n")[1]
+    assert [cells[0] for cells in _cells(per_class_rows)[2:]] == list(fer2013.LABELS)
+
+
+def test_run_name_is_the_model_folder_above_predict(tmp_path):
+    """A predict recipe writes saves/<task>/<model>_<method>/predict/: the run is named after the model folder."""
+    predict_dir = tmp_path / "saves" / "emotion" / "qwen3_vl_4b_lora" / "predict"
+    predict_dir.mkdir(parents=True)
+    preds = _jsonl(predict_dir / "generated_predictions.jsonl", [_pred("happy", "happy")])
+    assert evaluate(preds, "emotion", tmp_path / "r")["name"] == "qwen3_vl_4b_lora"
+    assert evaluate(_jsonl(tmp_path / "base.jsonl", [_pred("happy", "happy")]), "emotion",
+                    tmp_path / "r2")["name"] == tmp_path.name
+    assert compare([preds], tmp_path / "cmp", task="emotion")["runs"] == ["0_qwen3_vl_4b_lora"]
+
+
+def test_rate_charts_span_zero_to_one_whatever_the_values(tmp_path):
+    """All recalls 0: the axis is 0..1, not matplotlib's -0.04..0.04 around the zero bars."""
+    assert bar_figure({"happy": 0.0, "sad": 0.0}, "recall", rate=True).axes[0].get_ylim() == (0.0, 1.0)
+    assert bar_figure({"happy": 0.2, "sad": 0.4}, "recall", rate=True).axes[0].get_ylim() == (0.0, 1.0)
+    assert bar_figure({"cider": 2.5}, "caption").axes[0].get_ylim()[1] > 2.5  # a raw-scale metric keeps its range
+
+
+def test_unmapped_answers_are_a_confusion_column_only_when_there_are_some():
+    """No gold label is ever unmapped: `<unmapped>` is a predicted column, never an (always empty) row."""
+    rows = [_pred("happy", "happy"), _pred("no idea", "sad"), _pred("sad", "sad")]
+    confusion = score_emotion(rows).confusion
+    assert confusion.classes == ["happy", "sad"] and confusion.columns == ["happy", "sad", UNMAPPED]
+    assert confusion.counts() == [[1, 0, 0], [0, 1, 1]]
+    mapped = score_emotion([_pred("happy", "happy"), _pred("happy", "sad")]).confusion
+    assert mapped.columns == ["happy", "sad"] and mapped.counts() == [[1, 0], [1, 0]]
+
+
 @pytest.mark.parametrize("content, message", [
     (b'{"predict": "yes", "label": "yes"}\n{"predict": "caf\xe9", "label": "x"}\n',
      "p.jsonl:2: not UTF-8 (byte 0xe9 at byte 17 of the line); save the file as UTF-8"),
@@ -148,8 +201,15 @@ def test_compare_runs(tmp_path):
              "tuned", "--out", str(tmp_path / "cmp")])
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert result["metrics"]["base"]["exact_match"] == 0.5 and result["metrics"]["tuned"]["exact_match"] == 1.0
-    assert ["exact_match", "50.0%", "100.0% (+50.0%)"] in _cells((tmp_path / "cmp" / "compare.md").read_text())
+    # a difference of rates is in percentage points: 50% -> 100% is +50 points, not "+50%" (which reads as x1.5)
+    assert ["exact_match", "50.0%", "100.0% (+50.0 pp)"] in _cells((tmp_path / "cmp" / "compare.md").read_text())
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+    captions = [_jsonl(tmp_path / f"cap{i}.jsonl", [{**_pred(p, "a red square"), "image_id": 1},
+                                                    {**_pred(p, "a blue circle"), "image_id": 2}])
+                for i, p in enumerate(["a red square", "a green thing"])]
+    caption = compare(captions, tmp_path / "cap_cmp", task="caption", names=["good", "bad"])
+    cider = caption["metrics"]["bad"]["cider"] - caption["metrics"]["good"]["cider"]
+    assert f"({cider:+.3f})" in (tmp_path / "cap_cmp" / "compare.md").read_text()  # CIDEr in its own unit
     evaluate(base, "medvqa", tmp_path / "med")
     with pytest.raises(ValueError, match="different tasks"):
         compare([tmp_path / "base", tmp_path / "med"], tmp_path / "bad")
