@@ -21,6 +21,9 @@ BIN = Path(sys.executable).parent  # the venv's bin: llamafactory-cli, vlmr, tor
 def cli_env(**extra: str) -> dict[str, str]:
     """`vlmr smoke`'s offline CPU environment, plus one thread per process (pytest-xdist runs 2 workers)."""
     env = smoke.cli_env()
+    # `vlmr realsize`/`plan` run in-process by some tests quiet LLaMA-Factory through os.environ: that must not
+    # reach the CLIs later tests of the same xdist worker start (their assertions read LLaMA-Factory's INFO lines)
+    env.pop("LLAMAFACTORY_VERBOSITY", None)
     env.update(TRANSFORMERS_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     env.update(extra)
     return env

@@ -47,7 +47,7 @@ def test_tiny_run_writes_table_and_json(tmp_path):
     plan = row["planner_allocated_gib"]  # the planner speaks of the real 8B model, not the twin
     assert 5 < plan["at_measured_length"] <= plan["at_cutoff_len"] < 80
     table = (out / "results.md").read_text()
-    assert "| recipes/medct_lora.yaml | recipe | sdpa / sdpa |" in table
+    assert "| recipes/medct/qwen3_vl_8b_thinking_lora.yaml | recipe | sdpa / sdpa |" in table
 
 
 def test_mfu_counts_both_towers_against_the_card_peak():

@@ -303,7 +303,7 @@ def test_stats_reports_padding_unpacked_and_packed(tmp_path, tiny_model, demo_da
     recipe.write_text(f"model_name_or_path: {tiny_model('qwen2_5_vl')}\ntemplate: qwen2_vl\ndataset: demo_ct_train\n"
                       f"dataset_dir: {demo_data()}\ncutoff_len: 203\nper_device_train_batch_size: 4\n"
                       "image_max_pixels: 262144\n")
-    assert validate.run_stats(argparse.Namespace(recipe=recipe, dataset_dir=None)) == 0
+    assert validate.run_stats(argparse.Namespace(recipe=recipe, dataset_dir=None, overrides=[])) == 0
     unpacked_line, packed_line = capsys.readouterr().out.strip().splitlines()[-2:]
     assert unpacked_line.startswith("unpacked: 120 rows, padding ")  # the 120 demo CT records, padded per batch
     packed_rows = int(packed_line.split("packed: ")[1].split()[0])

@@ -263,7 +263,8 @@ def test_image_token_errors_name_the_sample_and_the_fix(tmp_path, tiny_model, ca
                     "Raise `cutoff_len`"]
     data = _dataset(tmp_path, records)
     args = {**CPU, "model_name_or_path": str(tiny_model("siglip_qwen")), "dataset": "probe",
-            "dataset_dir": str(data), "output_dir": str(tmp_path / "out"), "max_steps": "1", **overrides}
+            "dataset_dir": str(data), "output_dir": str(tmp_path / "out"), "max_steps": "1",
+            "val_size": "0", "eval_strategy": "'no'", **overrides}  # one or two records: nothing to hold out
     proc = run_cli(["llamafactory-cli", "train", str(RECIPES / "siglip_qwen2_5_0_5b_stage1_align.yaml"),
                     *(f"{k}={v}" for k, v in args.items())], cwd=tmp_path, check=False)
     assert proc.returncode != 0

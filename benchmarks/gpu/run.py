@@ -14,7 +14,8 @@ For each recipe (default: every training recipe), with nothing downloaded:
 3. runs, each `llamafactory-cli train`'s code path in a fresh process (`probe_train.py`, through torchrun when
    the run uses DeepSpeed):
    - `recipe`: the recipe file with only these overrides: model_name_or_path, dataset, dataset_dir,
-     output_dir, max_steps, save_strategy=no, report_to=none, overwrite_output_dir, logging_steps=1 (the loss
+     output_dir, max_steps, save_strategy=no, report_to=none, overwrite_output_dir, no held-out evaluation
+     (eval_strategy=no, eval_dataset=null, val_size=0, load_best_model_at_end=false), logging_steps=1 (the loss
      of every step; its .item() costs nothing more, the probe synchronizes at each step end anyway), plus
      `--set` ones if given and, with --device cpu, the switches `vlmr smoke` turns off on a CPU (bf16,
      flash_attn, Liger, DeepSpeed, worker counts);
@@ -99,7 +100,9 @@ def lf_defaults_recipe(recipe: dict) -> dict:
 def run_overrides(model: Path, data: Path, datasets: list[str], output: Path, steps: int, device: str) -> dict:
     overrides = {"model_name_or_path": str(model), "dataset": ",".join(datasets), "dataset_dir": str(data),
                  "output_dir": str(output), "max_steps": str(steps), "save_strategy": "'no'",  # quoted: YAML no=false
-                 "report_to": "none", "overwrite_output_dir": "true", "logging_steps": "1"}
+                 "report_to": "none", "overwrite_output_dir": "true", "logging_steps": "1",
+                 # no held-out evaluation: it is not what is timed, and its data is not synthesised
+                 "eval_strategy": "'no'", "eval_dataset": "null", "val_size": "0", "load_best_model_at_end": "false"}
     if device == "cpu":
         overrides = {**smoke.CPU_OVERRIDES, **overrides}
     return overrides
